@@ -1,0 +1,59 @@
+//! The one place that reads the wall clock.
+//!
+//! Everything that depends on "now" (scheduling, caps, hygiene, touchpoint
+//! dates) takes a [`Clock`]. `cadence run` uses the system clock; one-shot
+//! commands take `--now` so tests can walk a lead through weeks in
+//! milliseconds. Clippy's `disallowed-methods` forbids `Utc::now` everywhere
+//! else, so the injected clock cannot be bypassed by accident.
+
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+
+/// A source of the current time.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// The real wall clock.
+    System,
+    /// A fixed instant (from `--now`); [`Clock::advance_to`] moves it.
+    Fixed(Arc<Mutex<DateTime<Utc>>>),
+}
+
+impl Clock {
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Clock::Fixed(Arc::new(Mutex::new(at)))
+    }
+
+    /// `--now` if given, else the real clock.
+    pub fn from_option(now: Option<DateTime<Utc>>) -> Self {
+        now.map_or(Clock::System, Clock::fixed)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            #[allow(clippy::disallowed_methods)]
+            Clock::System => Utc::now(),
+            Clock::Fixed(t) => *t.lock().expect("clock mutex"),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, the unit the store keeps times in.
+    pub fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        matches!(self, Clock::Fixed(_))
+    }
+
+    /// Moves a fixed clock forward (no-op for the system clock).
+    pub fn advance_to(&self, at: DateTime<Utc>) {
+        if let Clock::Fixed(t) = self {
+            *t.lock().expect("clock mutex") = at;
+        }
+    }
+}
+
+/// Converts store milliseconds back to a timestamp.
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

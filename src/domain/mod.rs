@@ -1,0 +1,16 @@
+//! Domain values of cadence: parsed at the boundary, valid afterwards.
+//!
+//! Nothing here touches the network, the database or the clock. A value of
+//! these types (an [`EmailAddress`], a [`Wait`], a [`LeadInput`]) has already
+//! passed validation, so the engine and the mailer never re-check it, and lead
+//! data can never carry a CR or LF into a mail header.
+
+mod email;
+mod lead;
+mod states;
+mod wait;
+
+pub use email::{EmailAddress, EmailError};
+pub use lead::{check_field, FieldError, LeadInput};
+pub use states::{EnrollmentState, SendState, TouchKind};
+pub use wait::{Wait, WaitError};
