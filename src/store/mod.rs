@@ -1,1 +1,168 @@
-//! store
+//! The Store: every read and write of cadence's state, over SQLite or
+//! PostgreSQL.
+//!
+//! One API above both backends so the engine never knows which it runs on.
+//! The SQL is written once, in the subset both speak (`$n` placeholders,
+//! `RETURNING`, `ON CONFLICT`, times as integer milliseconds), and the
+//! [`dispatch!`] macro instantiates each body for both pools; the few places
+//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`) go through
+//! [`Backend`]. Transactions are short and never span a network call.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+mod inbox;
+mod leads;
+mod outbox;
+mod rows;
+
+pub use inbox::*;
+pub use leads::*;
+pub use outbox::*;
+pub use rows::*;
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds.
+macro_rules! dispatch {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Pg($pool) => $body,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// What differs between the backends, by pool type.
+pub(crate) trait Backend {
+    /// SQLite must take the write lock at BEGIN, or a read-then-write
+    /// transaction can fail with SQLITE_BUSY instead of waiting.
+    const BEGIN: &'static str;
+    /// Row locking for claims: several PostgreSQL daemons skip each other's
+    /// rows; SQLite has one writer and needs nothing.
+    const SKIP_LOCKED: &'static str;
+}
+impl Backend for sqlx::Sqlite {
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const SKIP_LOCKED: &'static str = "";
+}
+impl Backend for sqlx::Postgres {
+    const BEGIN: &'static str = "BEGIN";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+}
+
+pub(crate) fn begin_sql<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
+    DB::BEGIN
+}
+pub(crate) fn skip_locked<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
+    DB::SKIP_LOCKED
+}
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is neither sqlite:// nor postgres://")]
+    BadUrl(String),
+    #[error("cannot open the database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) db: Db,
+    /// This process's identity for claims and leases.
+    pub instance: String,
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if missing) and migrates.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { url: redact_url(url), source };
+        let db = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(open_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(open_err)?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await
+                .map_err(open_err)?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Db::Pg(pool)
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
+        let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
+        Ok(Store { db, instance })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Pg(_))
+    }
+
+    /// Answers when the database does (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, pool => pool.close().await)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "cadence".into())
+}
+
+/// Removes a password from a database URL before it goes into a message.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..s], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("sqlite://cadence.db"), "sqlite://cadence.db");
+    }
+}

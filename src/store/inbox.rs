@@ -1,0 +1,1 @@
+//! Mailbox sync state and inbound de-duplication.

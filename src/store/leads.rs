@@ -1,0 +1,458 @@
+//! Leads, enrollments, manual control, suppressions and the timeline.
+
+use serde::Serialize;
+
+use super::{begin_sql, dispatch, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
+
+/// How to enroll: the sequence's side of it, decided by the caller.
+pub struct EnrollPlan<'a> {
+    pub sequence: &'a str,
+    /// Rep to use when the lead has no owner yet (or `--rep` overrides).
+    pub rep: &'a str,
+    pub rep_overrides_owner: bool,
+    /// Stage a new lead starts in (the pipeline's first stage).
+    pub first_stage: &'a str,
+    /// The sequence's `stage`: the lead moves there unless already further.
+    pub enroll_stage: Option<&'a str>,
+    pub stage_rank: &'a (dyn Fn(&str) -> usize + Sync),
+    /// Given the merged lead, when step 1 falls due and when it may be sent.
+    pub schedule: &'a (dyn Fn(&LeadRow) -> (i64, Option<i64>) + Sync),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Enrolled {
+    pub lead_id: i64,
+    pub enrollment_id: i64,
+    pub created_lead: bool,
+    pub next_at: Option<i64>,
+}
+
+/// Why an enrollment was refused; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("{email} is already {state} in sequence `{sequence}`")]
+    AlreadyEnrolled { email: String, sequence: String, state: String },
+    #[error("{email} is suppressed ({pattern}: {why})")]
+    Suppressed { email: String, pattern: String, why: String },
+}
+
+/// A lead with its current (or latest) enrollment, for listings.
+#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+pub struct LeadListRow {
+    pub id: i64,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub company: Option<String>,
+    pub value: Option<f64>,
+    pub owner: Option<String>,
+    pub stage: String,
+    pub status: String,
+    pub last_touch_at: Option<i64>,
+    pub sequence: Option<String>,
+    pub rep: Option<String>,
+    pub state: Option<String>,
+    pub step: Option<i64>,
+    pub next_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LeadFilter {
+    pub stage: Option<String>,
+    pub sequence: Option<String>,
+    pub rep: Option<String>,
+    pub state: Option<String>,
+    pub archived: bool,
+    pub limit: Option<i64>,
+}
+
+/// Everything about one lead.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeadDetail {
+    pub lead: LeadRow,
+    pub enrollments: Vec<EnrollmentRow>,
+    pub touchpoints: Vec<TouchpointRow>,
+}
+
+/// A touchpoint to record.
+#[derive(Clone, Debug, Default)]
+pub struct NewTouch<'a> {
+    pub lead_id: i64,
+    pub enrollment_id: Option<i64>,
+    pub kind: Option<TouchKind>,
+    pub at: i64,
+    pub rep: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub detail: Option<&'a str>,
+    pub step: Option<i64>,
+}
+
+pub(crate) const INSERT_TOUCH: &str = "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// Kinds that are not a touch of the lead (for staleness).
+const UPDATE_LAST_TOUCH: &str = "UPDATE leads SET last_touch_at = $1, stale = 0 WHERE id = $2 AND (last_touch_at IS NULL OR last_touch_at < $1)";
+
+/// Records a touchpoint inside an open transaction (any backend).
+macro_rules! touch {
+    ($tx:expr, $t:expr, $now:expr) => {{
+        let t = &$t;
+        let kind = t.kind.expect("touch kind").as_str();
+        sqlx::query($crate::store::leads::INSERT_TOUCH)
+            .bind(t.lead_id)
+            .bind(t.enrollment_id)
+            .bind(kind)
+            .bind(t.at)
+            .bind(t.rep)
+            .bind(t.subject)
+            .bind(t.message_id)
+            .bind(t.detail)
+            .bind(t.step)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        if $crate::store::leads::counts_as_touch(t.kind.expect("touch kind")) {
+            sqlx::query($crate::store::leads::update_last_touch()).bind(t.at).bind(t.lead_id).execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use touch;
+
+pub(crate) fn update_last_touch() -> &'static str {
+    UPDATE_LAST_TOUCH
+}
+
+/// System bookkeeping does not make a lead look recently worked.
+pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
+    !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused)
+}
+
+const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
+const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
+
+impl Store {
+    /// Creates or updates the lead and enrolls it, atomically: a refusal
+    /// changes nothing.
+    pub async fn enroll(&self, now: i64, input: &LeadInput, plan: &EnrollPlan<'_>) -> Result<Result<Enrolled, Refusal>, StoreError> {
+        let mut out = self.enroll_batch(now, std::slice::from_ref(input), plan).await?;
+        Ok(out.pop().expect("one result per input"))
+    }
+
+    /// Enrolls many leads in one transaction (the importer's batches). Each
+    /// input gets its own outcome; refused rows change nothing.
+    pub async fn enroll_batch(&self, now: i64, inputs: &[LeadInput], plan: &EnrollPlan<'_>) -> Result<Vec<Result<Enrolled, Refusal>>, StoreError> {
+        let lead_sql = format!("SELECT {LEAD_COLS} FROM leads WHERE email = $1");
+        let insert_lead = format!(
+            "INSERT INTO leads (email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', 0, $13, $13, $13) RETURNING {LEAD_COLS}"
+        );
+        let update_lead = format!(
+            "UPDATE leads SET first_name = $1, last_name = $2, company = $3, title = $4, timezone = $5, region = $6, value = $7, fields = $8, owner = $9, \
+             stage = $10, status = 'active', stale = 0, stage_changed_at = $11, updated_at = $12 WHERE id = $13 RETURNING {LEAD_COLS}"
+        );
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut results = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let email = input.email.as_ref().ok_or_else(|| StoreError::Data("lead without email".into()))?;
+                let existing: Option<LeadRow> = sqlx::query_as(&lead_sql).bind(email.as_str()).fetch_optional(&mut *tx).await?;
+                let domain_pattern = format!("@{}", email.domain());
+                let suppressed: Option<(String, String)> =
+                    sqlx::query_as("SELECT pattern, reason FROM suppressions WHERE pattern = $1 OR pattern = $2 LIMIT 1")
+                        .bind(email.as_str())
+                        .bind(&domain_pattern)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some((pattern, why)) = suppressed {
+                    results.push(Err(Refusal::Suppressed { email: email.to_string(), pattern, why }));
+                    continue;
+                }
+                if let Some(lead) = &existing {
+                    let live: Option<(String, String)> =
+                        sqlx::query_as("SELECT sequence, state FROM enrollments WHERE lead_id = $1 AND state IN ('active', 'paused')")
+                            .bind(lead.id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if let Some((sequence, state)) = live {
+                        results.push(Err(Refusal::AlreadyEnrolled { email: email.to_string(), sequence, state }));
+                        continue;
+                    }
+                }
+                // Merge: given values win, missing ones keep what is stored.
+                let (mut stage, old_stage) = match &existing {
+                    Some(l) if !l.is_archived() => (l.stage.clone(), Some(l.stage.clone())),
+                    Some(l) => (plan.first_stage.to_string(), Some(l.stage.clone())),
+                    None => (plan.first_stage.to_string(), None),
+                };
+                if let Some(target) = plan.enroll_stage {
+                    if (plan.stage_rank)(target) > (plan.stage_rank)(&stage) || old_stage.is_none() {
+                        stage = target.to_string();
+                    }
+                }
+                let mut fields = existing.as_ref().map(LeadRow::custom_fields).unwrap_or_default();
+                fields.extend(input.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let fields = serde_json::to_string(&fields).expect("string map serialises");
+                let pick = |given: &Option<String>, stored: Option<&Option<String>>| given.clone().or_else(|| stored.cloned().flatten());
+                let owner = if plan.rep_overrides_owner {
+                    plan.rep.to_string()
+                } else {
+                    existing.as_ref().and_then(|l| l.owner.clone()).unwrap_or_else(|| plan.rep.to_string())
+                };
+                let stage_changed = old_stage.as_deref() != Some(stage.as_str());
+                let lead: LeadRow = match &existing {
+                    None => {
+                        sqlx::query_as(&insert_lead)
+                            .bind(email.as_str())
+                            .bind(email.domain())
+                            .bind(&input.first_name)
+                            .bind(&input.last_name)
+                            .bind(&input.company)
+                            .bind(&input.title)
+                            .bind(input.timezone.map(|t| t.name().to_string()))
+                            .bind(&input.region)
+                            .bind(input.value)
+                            .bind(&fields)
+                            .bind(&owner)
+                            .bind(&stage)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                    Some(l) => {
+                        sqlx::query_as(&update_lead)
+                            .bind(pick(&input.first_name, Some(&l.first_name)))
+                            .bind(pick(&input.last_name, Some(&l.last_name)))
+                            .bind(pick(&input.company, Some(&l.company)))
+                            .bind(pick(&input.title, Some(&l.title)))
+                            .bind(input.timezone.map(|t| t.name().to_string()).or_else(|| l.timezone.clone()))
+                            .bind(pick(&input.region, Some(&l.region)))
+                            .bind(input.value.or(l.value))
+                            .bind(&fields)
+                            .bind(&owner)
+                            .bind(&stage)
+                            .bind(if stage_changed { now } else { l.stage_changed_at })
+                            .bind(now)
+                            .bind(l.id)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                };
+                let (due_at, next_at) = (plan.schedule)(&lead);
+                let enrollment_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO enrollments (lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
+                     VALUES ($1, $2, $3, 'active', 'step', 0, 0, $4, $5, $6, $6) RETURNING id",
+                )
+                .bind(lead.id)
+                .bind(plan.sequence)
+                .bind(&owner)
+                .bind(due_at)
+                .bind(next_at)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let detail = format!("sequence {}", plan.sequence);
+                touch!(tx, NewTouch { lead_id: lead.id, enrollment_id: Some(enrollment_id), kind: Some(TouchKind::Enrolled), at: now, rep: Some(&owner), detail: Some(&detail), ..Default::default() }, now);
+                if stage_changed {
+                    let detail = match &old_stage {
+                        Some(old) => format!("{old} -> {stage}"),
+                        None => format!("-> {stage}"),
+                    };
+                    touch!(tx, NewTouch { lead_id: lead.id, enrollment_id: Some(enrollment_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(&owner), detail: Some(&detail), ..Default::default() }, now);
+                }
+                results.push(Ok(Enrolled { lead_id: lead.id, enrollment_id, created_lead: existing.is_none(), next_at }));
+            }
+            tx.commit().await?;
+            Ok(results)
+        })
+    }
+
+    pub async fn lead_by_email(&self, email: &str) -> Result<Option<LeadRow>, StoreError> {
+        let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE email = $1");
+        let email = email.trim().to_lowercase();
+        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(&email).fetch_optional(pool).await?))
+    }
+
+    pub async fn lead_by_id(&self, id: i64) -> Result<Option<LeadRow>, StoreError> {
+        let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE id = $1");
+        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    pub async fn enrollment(&self, id: i64) -> Result<Option<EnrollmentRow>, StoreError> {
+        let sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE id = $1");
+        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// The lead's live enrollment, else its latest one.
+    pub async fn current_enrollment(&self, lead_id: i64) -> Result<Option<EnrollmentRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 \
+             ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC LIMIT 1"
+        );
+        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(lead_id).fetch_optional(pool).await?))
+    }
+
+    pub async fn lead_detail(&self, email: &str) -> Result<Option<LeadDetail>, StoreError> {
+        let Some(lead) = self.lead_by_email(email).await? else { return Ok(None) };
+        let esql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 ORDER BY id");
+        let tsql = "SELECT id, lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step FROM touchpoints WHERE lead_id = $1 ORDER BY at, id";
+        let (enrollments, touchpoints) = dispatch!(self, pool => (
+            sqlx::query_as(&esql).bind(lead.id).fetch_all(pool).await?,
+            sqlx::query_as(tsql).bind(lead.id).fetch_all(pool).await?,
+        ));
+        Ok(Some(LeadDetail { lead, enrollments, touchpoints }))
+    }
+
+    pub async fn list_leads(&self, f: &LeadFilter) -> Result<Vec<LeadListRow>, StoreError> {
+        let mut sql = String::from(
+            "SELECT l.id, l.email, l.first_name, l.last_name, l.company, l.value, l.owner, l.stage, l.status, l.last_touch_at, \
+             e.sequence, e.rep, e.state, e.step, e.next_at \
+             FROM leads l LEFT JOIN enrollments e ON e.id = (SELECT max(x.id) FROM enrollments x WHERE x.lead_id = l.id) \
+             WHERE l.status = $1",
+        );
+        let mut binds: Vec<String> = vec![if f.archived { "archived" } else { "active" }.to_string()];
+        for (col, val) in [("l.stage", &f.stage), ("e.sequence", &f.sequence), ("l.owner", &f.rep), ("e.state", &f.state)] {
+            if let Some(v) = val {
+                binds.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+            }
+        }
+        sql.push_str(" ORDER BY l.id");
+        if let Some(limit) = f.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        Ok(dispatch!(self, pool => {
+            let mut q = sqlx::query_as(&sql);
+            for b in &binds {
+                q = q.bind(b);
+            }
+            q.fetch_all(pool).await?
+        }))
+    }
+
+    /// Records a touchpoint on its own.
+    pub async fn add_touch(&self, now: i64, t: NewTouch<'_>) -> Result<(), StoreError> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            touch!(tx, t, now);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Changes the state of the lead's live enrollment from one of `from` to
+    /// `to`, recording a touchpoint. Returns the enrollment, or `None` when the
+    /// lead has no enrollment in one of those states.
+    pub async fn transition(
+        &self,
+        now: i64,
+        lead_id: i64,
+        from: &[EnrollmentState],
+        to: EnrollmentState,
+        next_at: Option<i64>,
+        paused_until: Option<i64>,
+        touch_kind: TouchKind,
+        detail: Option<&str>,
+    ) -> Result<Option<EnrollmentRow>, StoreError> {
+        let states = from.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+        let select = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");
+        let ended = !to.is_live();
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let e: Option<EnrollmentRow> = sqlx::query_as(&select).bind(lead_id).fetch_optional(&mut *tx).await?;
+            let Some(e) = e else { return Ok(None) };
+            sqlx::query(
+                "UPDATE enrollments SET state = $1, next_at = $2, paused_until = $3, updated_at = $4, \
+                 ended_at = CASE WHEN $5 = 1 THEN $4 ELSE ended_at END, end_reason = CASE WHEN $5 = 1 THEN $6 ELSE end_reason END WHERE id = $7",
+            )
+            .bind(to.as_str())
+            .bind(next_at)
+            .bind(paused_until)
+            .bind(now)
+            .bind(i64::from(ended))
+            .bind(touch_kind.as_str())
+            .bind(e.id)
+            .execute(&mut *tx)
+            .await?;
+            touch!(tx, NewTouch { lead_id, enrollment_id: Some(e.id), kind: Some(touch_kind), at: now, rep: Some(&e.rep), detail, ..Default::default() }, now);
+            tx.commit().await?;
+            Ok(Some(e))
+        })
+    }
+
+    /// Moves the lead to `stage` (logged). Returns the old stage, or `None`
+    /// when it already was there.
+    pub async fn set_stage(&self, now: i64, lead_id: i64, stage: &str, rep: Option<&str>, why: Option<&str>) -> Result<Option<String>, StoreError> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
+            let Some(old) = old else { return Err(StoreError::Data(format!("no lead {lead_id}"))) };
+            if old == stage {
+                return Ok(None);
+            }
+            sqlx::query("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2, stale = 0 WHERE id = $3")
+                .bind(stage)
+                .bind(now)
+                .bind(lead_id)
+                .execute(&mut *tx)
+                .await?;
+            let detail = match why {
+                Some(w) => format!("{old} -> {stage} ({w})"),
+                None => format!("{old} -> {stage}"),
+            };
+            touch!(tx, NewTouch { lead_id, kind: Some(TouchKind::StageChange), at: now, rep, detail: Some(&detail), ..Default::default() }, now);
+            tx.commit().await?;
+            Ok(Some(old))
+        })
+    }
+
+    /// Adds `pattern` (an address or `@domain`) to the suppression list and
+    /// stops the live enrollments of matching leads. Returns how many were
+    /// stopped.
+    pub async fn suppress(&self, now: i64, pattern: &str, reason: &str, state: EnrollmentState) -> Result<u64, StoreError> {
+        let pattern = pattern.trim().to_lowercase();
+        let (by_domain, value) = match pattern.strip_prefix('@') {
+            Some(d) => (true, d.to_string()),
+            None => (false, pattern.clone()),
+        };
+        let find = if by_domain {
+            "SELECT e.id, e.lead_id, e.rep FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.domain = $1 AND e.state IN ('active', 'paused')"
+        } else {
+            "SELECT e.id, e.lead_id, e.rep FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = $1 AND e.state IN ('active', 'paused')"
+        };
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
+                .bind(&pattern)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let live: Vec<(i64, i64, String)> = sqlx::query_as(find).bind(&value).fetch_all(&mut *tx).await?;
+            for (eid, lead_id, rep) in &live {
+                sqlx::query("UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 WHERE id = $4")
+                    .bind(state.as_str())
+                    .bind(now)
+                    .bind(reason)
+                    .bind(eid)
+                    .execute(&mut *tx)
+                    .await?;
+                let detail = format!("{pattern} suppressed: {reason}");
+                touch!(tx, NewTouch { lead_id: *lead_id, enrollment_id: Some(*eid), kind: Some(TouchKind::Suppressed), at: now, rep: Some(rep), detail: Some(&detail), ..Default::default() }, now);
+            }
+            tx.commit().await?;
+            Ok(live.len() as u64)
+        })
+    }
+
+    /// The suppression entry matching an address, if any.
+    pub async fn suppression_for(&self, email: &EmailAddress) -> Result<Option<(String, String)>, StoreError> {
+        let domain = format!("@{}", email.domain());
+        Ok(dispatch!(self, pool => sqlx::query_as("SELECT pattern, reason FROM suppressions WHERE pattern = $1 OR pattern = $2 LIMIT 1")
+            .bind(email.as_str())
+            .bind(&domain)
+            .fetch_optional(pool)
+            .await?))
+    }
+}
