@@ -16,6 +16,7 @@ pub mod domain;
 pub mod engine;
 pub mod inbox;
 pub mod mailer;
+pub mod ops;
 pub mod report;
 pub mod schedule;
 pub mod store;

@@ -9,8 +9,9 @@ mod email;
 mod lead;
 mod states;
 mod wait;
+pub mod token;
 
 pub use email::{EmailAddress, EmailError};
-pub use lead::{check_field, FieldError, LeadInput};
+pub use lead::{check_field, parse_timezone, FieldError, LeadInput, LEAD_COLUMNS};
 pub use states::{EnrollmentState, SendState, TouchKind};
 pub use wait::{Wait, WaitError};

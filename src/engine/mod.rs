@@ -1,1 +1,515 @@
-//! engine
+//! One pass of cadence: resume what is due to resume, claim due sends,
+//! render, send, record.
+//!
+//! The engine owns no timing rules (those are in [`plan`] and
+//! [`crate::schedule`]) and no SQL (that is the [`Store`]). It decides, for
+//! each due enrollment inside the store's claim transaction, whether it may
+//! go now; then sends outside any transaction, one task per email, bounded
+//! per rep so that one rep's slow server never holds back another rep.
+
+pub mod daemon;
+pub mod explain;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::clock::Clock;
+use crate::config::{Config, Rep, StepKind};
+use crate::domain::{token, TouchKind};
+use crate::mailer::{self, Outgoing, RepMailer, SendError};
+use crate::store::{Ack, ClaimPolicy, Decision, EnrollmentRow, LeadRow, NewSend, Phase, RepUsage, Store, StoreError};
+use crate::templates;
+use plan::LeadTime;
+
+/// How many sends one claim transaction takes at most.
+const CLAIM_BATCH: usize = 256;
+/// How many due rows one claim may look at (held rows included).
+const CLAIM_SCAN: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Counts of what a pass did, for logs and `tick`'s summary.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PassStats {
+    pub claimed: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub bounced: u64,
+    pub unknown: u64,
+    pub resumed: u64,
+}
+
+/// What the claim hands to the sender for one email.
+pub struct SendJob {
+    outgoing: Outgoing,
+    phase: Phase,
+    step: Option<usize>,
+}
+
+/// Sends in flight, per rep, so a pass can hold a rep that is saturated and
+/// shutdown can wait for all of them.
+#[derive(Default)]
+struct InFlight {
+    per_rep: Mutex<HashMap<String, usize>>,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn count(&self, rep: &str) -> usize {
+        self.per_rep.lock().expect("inflight").get(rep).copied().unwrap_or(0)
+    }
+    fn total(&self) -> usize {
+        self.per_rep.lock().expect("inflight").values().sum()
+    }
+    fn add(&self, rep: &str) {
+        *self.per_rep.lock().expect("inflight").entry(rep.to_string()).or_default() += 1;
+    }
+    fn done(&self, rep: &str) {
+        let mut m = self.per_rep.lock().expect("inflight");
+        if let Some(n) = m.get_mut(rep) {
+            *n -= 1;
+        }
+        if m.values().all(|n| *n == 0) {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+struct RepSender {
+    mailer: Arc<RepMailer>,
+    permits: Arc<Semaphore>,
+}
+
+/// The engine: config, store, clock, and one mailer per rep.
+pub struct Engine {
+    config: RwLock<Arc<Config>>,
+    pub store: Store,
+    pub clock: Clock,
+    secret: Vec<u8>,
+    senders: RwLock<HashMap<String, Arc<RepSender>>>,
+    inflight: Arc<InFlight>,
+    stats: Mutex<PassStats>,
+    /// Woken by enrollments, replies and finished sends.
+    pub wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: Store, clock: Clock, secret: Vec<u8>) -> Result<Arc<Engine>, EngineError> {
+        let senders = build_senders(&config)?;
+        Ok(Arc::new(Engine {
+            config: RwLock::new(config),
+            store,
+            clock,
+            secret,
+            senders: RwLock::new(senders),
+            inflight: Arc::new(InFlight::default()),
+            stats: Mutex::new(PassStats::default()),
+            wake: Arc::new(Notify::new()),
+        }))
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Swaps in a new, already validated config (SIGHUP).
+    pub fn replace_config(&self, config: Arc<Config>) -> Result<(), EngineError> {
+        let senders = build_senders(&config)?;
+        *self.senders.write().expect("senders lock") = senders;
+        *self.config.write().expect("config lock") = config;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Marks sends left `sending` by a dead process as `send_unknown`; they
+    /// are never sent again, and their enrollments move on.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let cfg = self.config();
+        let orphans = self.store.orphaned_sends().await?;
+        let now = self.clock.now();
+        let mut n = 0;
+        for s in orphans {
+            let advance = match (s.enrollment_id, s.lead_id) {
+                (Some(eid), Some(lid)) => {
+                    let e = self.store.enrollment(eid).await?;
+                    let lead = self.store.lead_by_id(lid).await?;
+                    match (e, lead) {
+                        (Some(e), Some(lead)) => cfg.sequence(&e.sequence).map(|seq| {
+                            let lt = LeadTime::of(&cfg, &lead);
+                            let phase = if s.kind == "last_chance" { Phase::LastChance } else { Phase::Step };
+                            let step = s.step.map(|x| x as usize).filter(|_| phase == Phase::Step);
+                            plan::advance_after_send(seq, &lt, &e, phase, step, now, &s.message_id, s.subject.as_deref().unwrap_or(""))
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let ack = match advance {
+                Some(advance) => Ack::Unknown { error: "the daemon stopped while this email was being sent; it is not sent again".into(), advance },
+                None => Ack::Failed { error: "the daemon stopped while this email was being sent".into() },
+            };
+            if self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::warn!(count = n, "sends interrupted by a stop are marked send_unknown and will not be resent");
+        }
+        Ok(n)
+    }
+
+    /// Resumes enrollments whose automatic pause ended, then claims and
+    /// starts every send that is due now. Returns how many sends started.
+    pub async fn pass(self: &Arc<Self>) -> Result<u64, EngineError> {
+        let cfg = self.config();
+        let now = self.clock.now();
+        self.resume_due(&cfg, now).await?;
+        let mut started = 0;
+        loop {
+            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: HashMap::new() };
+            let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            let count = claimed.len();
+            for c in claimed {
+                self.stats.lock().expect("stats").claimed += 1;
+                started += 1;
+                self.spawn_send(c.send_id, c.enrollment, c.lead, c.payload);
+            }
+            if count < CLAIM_BATCH {
+                break;
+            }
+        }
+        Ok(started)
+    }
+
+    /// One-shot: passes until nothing more is due now, waiting for every
+    /// send to finish (`cadence tick`).
+    pub async fn run_until_idle(self: &Arc<Self>) -> Result<PassStats, EngineError> {
+        loop {
+            let started = self.pass().await?;
+            self.wait_idle().await;
+            if started == 0 {
+                break;
+            }
+        }
+        Ok(std::mem::take(&mut *self.stats.lock().expect("stats")))
+    }
+
+    /// Waits until no send is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inflight.idle.notified();
+            if self.inflight.total() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn take_stats(&self) -> PassStats {
+        std::mem::take(&mut *self.stats.lock().expect("stats"))
+    }
+
+    async fn resume_due(&self, cfg: &Config, now: DateTime<Utc>) -> Result<(), EngineError> {
+        for e in self.store.due_resumes(now.timestamp_millis(), 1000).await? {
+            let (due, next) = self.reschedule_on_resume(cfg, &e, now).await?;
+            if self.store.resume(now.timestamp_millis(), e.id, due, next, "pause ended").await? {
+                self.stats.lock().expect("stats").resumed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// When a resumed enrollment acts next: its pending due time, or now if
+    /// that has passed, moved into the window.
+    pub async fn reschedule_on_resume(&self, cfg: &Config, e: &EnrollmentRow, now: DateTime<Utc>) -> Result<(Option<i64>, Option<i64>), EngineError> {
+        let Some(lead) = self.store.lead_by_id(e.lead_id).await? else { return Ok((None, None)) };
+        let Some(seq) = cfg.sequence(&e.sequence) else { return Ok((None, None)) };
+        let lt = LeadTime::of(cfg, &lead);
+        let from = e.paused_until.map(plan::at).unwrap_or(now).max(e.due_at.map(plan::at).unwrap_or(now)).max(now);
+        let (phase, _) = plan::effective_phase(seq, e);
+        let next = if phase == Phase::Archive { Some(from) } else { lt.opening(seq, from) };
+        Ok((Some(from.timestamp_millis()), next.map(|t| t.timestamp_millis())))
+    }
+
+    fn spawn_send(self: &Arc<Self>, send_id: i64, e: EnrollmentRow, lead: LeadRow, job: SendJob) {
+        let sender = self.senders.read().expect("senders lock").get(&e.rep).cloned();
+        self.inflight.add(&e.rep);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let rep = e.rep.clone();
+            let result = match &sender {
+                Some(s) => {
+                    let _permit = s.permits.acquire().await.expect("semaphore open");
+                    s.mailer.send(&job.outgoing).await
+                }
+                None => Err(SendError::Local(format!("rep `{rep}` is not configured"))),
+            };
+            if let Err(err) = engine.finish_send(send_id, &e, &lead, &job, result).await {
+                tracing::error!(send_id, error = %err, "could not record the outcome of a send; it stays `sending` and becomes send_unknown at restart");
+            }
+            engine.inflight.done(&rep);
+            engine.wake.notify_one();
+        });
+    }
+
+    async fn finish_send(&self, send_id: i64, e: &EnrollmentRow, lead: &LeadRow, job: &SendJob, result: Result<(), SendError>) -> Result<(), EngineError> {
+        let cfg = self.config();
+        let now = self.clock.now();
+        let lt = LeadTime::of(&cfg, lead);
+        let seq = cfg.sequence(&e.sequence);
+        let advance = |cfg_seq: &crate::config::Sequence| {
+            plan::advance_after_send(cfg_seq, &lt, e, job.phase, job.step, now, &job.outgoing.message_id, &job.outgoing.subject)
+        };
+        let max_attempts = cfg.rep(&e.rep).map_or(5, |r| r.smtp.max_attempts);
+        let mut stats = PassStats::default();
+        let ack = match (&result, seq) {
+            (Ok(()), Some(seq)) => {
+                stats.sent += 1;
+                let touch = if job.phase == Phase::LastChance { TouchKind::LastChance } else { TouchKind::EmailSent };
+                Ack::Sent { touch, advance: advance(seq) }
+            }
+            (Err(SendError::Unknown(msg)), Some(seq)) => {
+                stats.unknown += 1;
+                Ack::Unknown { error: msg.clone(), advance: advance(seq) }
+            }
+            (Err(SendError::Transient(msg)), Some(seq)) if e.attempts + 1 < i64::from(max_attempts) => {
+                stats.retried += 1;
+                let attempts = e.attempts + 1;
+                let retry_at = now + plan::retry_delay(attempts, rand::random::<f64>());
+                let next = lt.opening(seq, retry_at).map(|t| t.timestamp_millis());
+                tracing::warn!(lead = %lead.email, attempt = attempts, error = %msg, "temporary SMTP failure; will retry");
+                Ack::Retry { error: msg.clone(), next_at: next, attempts }
+            }
+            (Err(SendError::Permanent { code, message, recipient: true }), _) => {
+                stats.bounced += 1;
+                Ack::Bounced { error: format!("{code} {message}") }
+            }
+            (Ok(()), None) => {
+                stats.sent += 1;
+                Ack::Failed { error: format!("sent, but sequence `{}` no longer exists: the enrollment is paused", e.sequence) }
+            }
+            (Err(err), _) => {
+                stats.failed += 1;
+                tracing::warn!(lead = %lead.email, error = %err, "send failed");
+                Ack::Failed { error: err.to_string() }
+            }
+        };
+        self.store.ack(now.timestamp_millis(), send_id, &ack).await?;
+        let mut s = self.stats.lock().expect("stats");
+        s.sent += stats.sent;
+        s.retried += stats.retried;
+        s.failed += stats.failed;
+        s.bounced += stats.bounced;
+        s.unknown += stats.unknown;
+        Ok(())
+    }
+
+    /// The signed unsubscribe link for a lead.
+    pub fn unsubscribe_url(&self, cfg: &Config, lead_id: i64) -> String {
+        format!("{}/unsubscribe/{}", cfg.daemon.public_url, token::sign(&self.secret, lead_id))
+    }
+
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+}
+
+fn build_senders(cfg: &Config) -> Result<HashMap<String, Arc<RepSender>>, EngineError> {
+    cfg.reps
+        .iter()
+        .map(|rep| {
+            let mailer = RepMailer::new(rep, &cfg.root).map_err(|e| EngineError::Setup(format!("rep `{}`: {e}", rep.id)))?;
+            let permits = Arc::new(Semaphore::new(rep.smtp.pool_size.max(1)));
+            Ok((rep.id.clone(), Arc::new(RepSender { mailer: Arc::new(mailer), permits })))
+        })
+        .collect()
+}
+
+/// The claim-time decisions, made inside the store's transaction.
+struct Policy<'a> {
+    engine: &'a Engine,
+    cfg: &'a Config,
+    now: DateTime<Utc>,
+    inbox_ok: HashMap<String, bool>,
+}
+
+impl Policy<'_> {
+    fn rep_blocked(&self, rep: &Rep, usage: &RepUsage) -> Option<bool> {
+        if usage.today >= i64::from(rep.daily_limit) {
+            return Some(true);
+        }
+        if let Some(last) = usage.last_claim_at {
+            let gap = chrono::Duration::from_std(rep.min_gap).unwrap_or_default();
+            if !gap.is_zero() && plan::at(last) + gap > self.now {
+                return Some(true);
+            }
+        }
+        // Never more queued for a rep than its pool can carry: a slow server
+        // holds only its own rep.
+        if self.engine.inflight.count(&rep.id) >= rep.smtp.pool_size.max(1) * 4 {
+            return Some(true);
+        }
+        if !self.inbox_ok.get(&rep.id).copied().unwrap_or(true) {
+            return Some(true);
+        }
+        None
+    }
+
+    fn render(&self, seq: &crate::config::Sequence, rep: &Rep, e: &EnrollmentRow, lead: &LeadRow, template: &str, step_no: i64) -> Result<templates::Rendered, String> {
+        let url = self.engine.unsubscribe_url(self.cfg, lead.id);
+        let ctx = templates::lead_context(lead, rep, &url, step_no);
+        let _ = (seq, e);
+        self.cfg.templates.render(template, &ctx).map_err(|err| err.to_string())
+    }
+}
+
+impl ClaimPolicy for Policy<'_> {
+    type Payload = SendJob;
+
+    fn day_start(&self, rep: &str) -> i64 {
+        let tz = self.cfg.rep(rep).map_or(self.cfg.daemon.timezone, |r| r.timezone);
+        plan::day_start(self.now, tz).timestamp_millis()
+    }
+
+    fn has_domain_cap(&self, rep: &str) -> bool {
+        self.cfg.rep(rep).is_some_and(|r| r.domain_daily_limit.is_some())
+    }
+
+    fn decide(&mut self, e: &EnrollmentRow, lead: &LeadRow, usage: &RepUsage, domain_today: i64) -> Decision<SendJob> {
+        let Some(seq) = self.cfg.sequence(&e.sequence) else {
+            return Decision::Fail(format!("sequence `{}` is no longer configured", e.sequence));
+        };
+        let Some(rep) = self.cfg.rep(&e.rep) else {
+            return Decision::Fail(format!("rep `{}` is no longer configured", e.rep));
+        };
+        let (phase, step) = plan::effective_phase(seq, e);
+        if phase == Phase::Archive {
+            return match seq.archive_after {
+                Some(_) => Decision::Archive(format!("no reply after {} emails; cadence limit reached", e.touches)),
+                None => Decision::Complete("sequence finished".into()),
+            };
+        }
+        let lt = LeadTime::of(self.cfg, lead);
+        if !crate::schedule::is_open(self.now, &seq.send_window, lt.tz, lt.calendar) {
+            return match lt.opening(seq, self.now) {
+                Some(t) => Decision::Defer(t.timestamp_millis()),
+                None => Decision::Fail("the send window never opens".into()),
+            };
+        }
+        if let Some(rep_full) = self.rep_blocked(rep, usage) {
+            return Decision::Hold { rep_full };
+        }
+        if rep.domain_daily_limit.is_some_and(|cap| domain_today >= i64::from(cap)) {
+            return Decision::Hold { rep_full: false };
+        }
+        let (template, variant, new_thread, step_no) = match (phase, step) {
+            (Phase::Step, Some(i)) => match &seq.steps[i].kind {
+                StepKind::Email { templates, new_thread } => {
+                    let v = pick_variant(templates, lead.id);
+                    (v.template.clone(), (templates.len() > 1).then(|| v.template.clone()), *new_thread, i as i64 + 1)
+                }
+                StepKind::Task { .. } => unreachable!("effective_phase skips task steps"),
+            },
+            _ => match &seq.last_chance {
+                Some(lc) => (lc.template.clone(), None, false, e.step + 1),
+                None => unreachable!("effective_phase goes to archive without a last chance"),
+            },
+        };
+        let rendered = match self.render(seq, rep, e, lead, &template, step_no) {
+            Ok(r) => r,
+            Err(why) => return Decision::Fail(format!("email {step_no} not sent: {why}")),
+        };
+        let threaded = !new_thread && !e.thread_refs.is_empty();
+        let subject = match (&e.thread_subject, threaded) {
+            (Some(s), true) => reply_subject(s),
+            _ => rendered.subject.clone(),
+        };
+        let refs = if threaded { e.refs() } else { Vec::new() };
+        let message_id = mailer::new_message_id(rep.email.domain());
+        let to = crate::domain::EmailAddress::parse(&lead.email).expect("stored addresses are valid");
+        let outgoing = Outgoing {
+            from_name: rep.name.clone(),
+            from: rep.email.clone(),
+            to_name: lead.full_name(),
+            to,
+            subject: subject.clone(),
+            text: rendered.text,
+            html: rendered.html,
+            message_id: message_id.clone(),
+            in_reply_to: refs.last().cloned(),
+            references: refs,
+            unsubscribe_mailto: format!("mailto:{}?subject=unsubscribe", rep.email),
+            unsubscribe_url: self.engine.unsubscribe_url(self.cfg, lead.id),
+            date: self.now,
+        };
+        let send = NewSend {
+            kind: if phase == Phase::LastChance { "last_chance" } else { "step" },
+            step: step.map_or(e.step, |i| i as i64),
+            template_hash: self.cfg.templates.hash(&template).map(str::to_string),
+            template,
+            sequence_hash: Some(seq.hash.clone()),
+            variant,
+            recipient: lead.email.clone(),
+            recipient_domain: lead.domain.clone(),
+            message_id,
+            subject,
+        };
+        Decision::Send(send, SendJob { outgoing, phase, step })
+    }
+}
+
+/// `Re: ` once, however many times the thread has been answered.
+pub fn reply_subject(s: &str) -> String {
+    let t = s.trim();
+    if t.len() >= 3 && t[..3].eq_ignore_ascii_case("re:") {
+        t.to_string()
+    } else {
+        format!("Re: {t}")
+    }
+}
+
+/// A lead's A/B variant: deterministic in the lead id (stable across
+/// restarts and instances), proportional to the weights.
+pub fn pick_variant(variants: &[crate::config::Variant], lead_id: i64) -> &crate::config::Variant {
+    let total: u64 = variants.iter().map(|v| u64::from(v.weight.max(1))).sum();
+    // SplitMix64 of the id spreads consecutive ids evenly.
+    let mut z = (lead_id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut pick = z % total.max(1);
+    for v in variants {
+        let w = u64::from(v.weight.max(1));
+        if pick < w {
+            return v;
+        }
+        pick -= w;
+    }
+    &variants[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_subject_adds_re_once() {
+        assert_eq!(reply_subject("Quick question"), "Re: Quick question");
+        assert_eq!(reply_subject("RE: Quick question"), "RE: Quick question");
+    }
+}

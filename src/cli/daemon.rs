@@ -1,0 +1,164 @@
+//! Engine commands: run, tick, check, explain, simulate, classify.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::print_json;
+use super::{Cli, CliResult, Failure, EXIT_FAILURE, EXIT_USAGE};
+use crate::config::{self, Severity};
+use crate::engine::Engine;
+use crate::store::Store;
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    pub sequence: String,
+    /// The lead's time zone [default: daemon.timezone]
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Enrollment time [default: --now, else the real clock]
+    #[arg(long, value_name = "RFC3339", value_parser = super::parse_now)]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// The lead's region (holiday calendar)
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The rep whose clock to show alongside [default: the first rep]
+    #[arg(long)]
+    pub rep: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The secret that signs unsubscribe links; required to send.
+fn require_secret(cfg: &config::Config) -> Result<Vec<u8>, Failure> {
+    config::secret(&cfg.daemon.secret_env)
+        .map(String::into_bytes)
+        .ok_or_else(|| Failure::new(EXIT_FAILURE, format!("environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env)", cfg.daemon.secret_env)))
+}
+
+async fn engine(cli: &Cli) -> Result<Arc<Engine>, Failure> {
+    let cfg = cli.load_config()?;
+    let secret = require_secret(&cfg)?;
+    let store = Store::open(&cfg.daemon.database_url).await?;
+    Engine::new(cfg, store, cli.clock(), secret).map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))
+}
+
+pub async fn tick(cli: &Cli, json: bool) -> CliResult {
+    let engine = engine(cli).await?;
+    engine.recover().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    engine.store.close().await;
+    if json {
+        print_json(&stats);
+    } else {
+        println!(
+            "tick at {}: {} sent, {} retrying, {} failed, {} bounced, {} unknown, {} resumed",
+            engine.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            stats.sent,
+            stats.retried,
+            stats.failed,
+            stats.bounced,
+            stats.unknown,
+            stats.resumed
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(cli: &Cli) -> CliResult {
+    let cfg = cli.load_config()?;
+    let missing = config::missing_secrets(&cfg);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(Failure::new(EXIT_FAILURE, format!("{}\nset these environment variables before `cadence run`", list.join("\n"))));
+    }
+    let engine = engine(cli).await?;
+    tracing::info!(database = %crate::store::redact_url(&cfg.daemon.database_url), reps = cfg.reps.len(), sequences = cfg.sequences.len(), "cadence started");
+    engine.recover().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    crate::engine::daemon::run(engine, cli.config_path()).await.map_err(|e| Failure::new(EXIT_FAILURE, format!("{e:#}")))?;
+    tracing::info!("cadence stopped");
+    Ok(())
+}
+
+pub fn check(cli: &Cli, json: bool) -> CliResult {
+    let path = cli.config_path();
+    let (problems, ok) = match config::load(&path) {
+        Ok((cfg, warnings)) => {
+            let mut all = warnings.0;
+            all.extend(config::missing_secrets(&cfg));
+            all.dedup();
+            (all, true)
+        }
+        Err(p) => (p.0, false),
+    };
+    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let warnings = problems.len() - errors;
+    if json {
+        print_json(&serde_json::json!({ "ok": ok && errors == 0, "errors": errors, "warnings": warnings, "problems": problems }));
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        if errors == 0 {
+            println!("{}: ok ({warnings} warning(s))", path.display());
+        } else {
+            println!("{}: {errors} error(s), {warnings} warning(s)", path.display());
+        }
+    }
+    if errors > 0 || !ok {
+        return Err(Failure::new(EXIT_FAILURE, ""));
+    }
+    Ok(())
+}
+
+pub async fn explain(cli: &Cli, email: &str, json: bool) -> CliResult {
+    let ctx = cli.ctx().await?;
+    let e = crate::engine::explain::explain(&ctx, email).await?;
+    if json {
+        print_json(&e);
+    } else {
+        print!("{}", e.to_text());
+    }
+    Ok(())
+}
+
+pub fn simulate(cli: &Cli, a: &SimulateArgs) -> CliResult {
+    let cfg = cli.load_config()?;
+    let start = a.start.or(cli.now).unwrap_or_else(|| crate::clock::Clock::System.now());
+    let tz = match &a.timezone {
+        Some(t) => crate::domain::parse_timezone(t).map_err(|e| Failure::new(EXIT_USAGE, format!("--timezone: {e}")))?,
+        None => cfg.daemon.timezone,
+    };
+    if let Some(r) = &a.region {
+        if !cfg.calendars.contains_key(r) {
+            return Err(Failure::new(EXIT_USAGE, format!("--region {r}: no [[calendars]] named {r:?} (known: {})", cfg.calendars.keys().cloned().collect::<Vec<_>>().join(", "))));
+        }
+    }
+    let rep = match &a.rep {
+        Some(r) => Some(cfg.rep(r).ok_or_else(|| Failure::new(EXIT_USAGE, format!("--rep {r}: no such rep")))?),
+        None => cfg.reps.first(),
+    };
+    let sim = crate::engine::explain::simulate(&cfg, &a.sequence, tz, a.region.as_deref(), rep, start).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    if a.json {
+        print_json(&sim);
+    } else {
+        print!("{}", sim.to_text());
+    }
+    Ok(())
+}
+
+pub fn classify(file: &Path, json: bool) -> CliResult {
+    let raw = std::fs::read(file).map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot read {}: {e}", file.display())))?;
+    let verdict = crate::inbox::classify::classify(&raw);
+    if json {
+        print_json(&verdict);
+    } else {
+        print!("{}", verdict.to_text());
+    }
+    Ok(())
+}
+
+/// How long `run` waits for in-flight sends at shutdown before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);

@@ -1,0 +1,171 @@
+//! `cadence import`: stream a CSV into enrollments.
+//!
+//! Rows are read one at a time and committed in batches, so a million-row
+//! file never sits in memory. A bad row is reported with its line number and
+//! skipped; every good row is kept.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::output::print_json;
+use super::{Cli, CliResult, Failure, EXIT_FAILURE, EXIT_REFUSED};
+use crate::domain::LeadInput;
+use crate::store::Refusal;
+
+const BATCH: usize = 2000;
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub sequence: String,
+    #[arg(long)]
+    pub rep: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    pub rows: u64,
+    pub enrolled: u64,
+    pub new_leads: u64,
+    pub already_enrolled: u64,
+    pub suppressed: u64,
+    pub bad: Vec<BadRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BadRow {
+    pub line: u64,
+    pub reason: String,
+}
+
+pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
+    let file = std::fs::File::open(&a.file).map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot read {}: {e}", a.file.display())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let ctx = cli.ctx().await?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let headers = match reader.byte_headers() {
+        Ok(h) if !h.is_empty() && !(h.len() == 1 && h[0].is_empty()) => h.clone(),
+        Ok(_) => return Err(Failure::new(EXIT_FAILURE, format!("{}: the file is empty (a header row naming the fields is required)", a.file.display()))),
+        Err(e) => return Err(Failure::new(EXIT_FAILURE, format!("{}: cannot read the header row: {e}", a.file.display()))),
+    };
+    let headers: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = if i == 0 { h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h) } else { h };
+            String::from_utf8_lossy(h).trim().to_lowercase().replace([' ', '-'], "_")
+        })
+        .collect();
+    if !headers.iter().any(|h| h == "email") {
+        return Err(Failure::new(EXIT_FAILURE, format!("{}: line 1: the header row has no `email` column (found: {})", a.file.display(), headers.join(", "))));
+    }
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(size);
+        bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}").expect("valid template"));
+        bar
+    });
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(u64, LeadInput)> = Vec::with_capacity(BATCH);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                summary.rows += 1;
+                summary.bad.push(BadRow { line, reason: format!("unreadable CSV: {e}") });
+                continue;
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() == 1 && record[0].is_empty() {
+            continue; // a blank line
+        }
+        summary.rows += 1;
+        match parse_row(&headers, &record) {
+            Ok(input) => batch.push((line, input)),
+            Err(reason) => summary.bad.push(BadRow { line, reason }),
+        }
+        if batch.len() >= BATCH {
+            flush(&ctx, a, &mut batch, &mut summary).await?;
+            if let Some(bar) = &bar {
+                bar.set_position(record.position().map_or(0, |p| p.byte()));
+                bar.set_message(format!("{} rows", summary.rows));
+            }
+        }
+    }
+    flush(&ctx, a, &mut batch, &mut summary).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    if a.json {
+        print_json(&summary);
+    } else {
+        for b in &summary.bad {
+            eprintln!("{}:{}: skipped: {}", a.file.display(), b.line, b.reason);
+        }
+        if summary.enrolled == 0 && summary.bad.is_empty() && summary.rows > 0 {
+            println!("nothing changed: all {} row(s) were already enrolled or suppressed", summary.rows);
+        }
+        println!(
+            "{} row(s): {} enrolled ({} new leads), {} already enrolled, {} suppressed, {} bad",
+            summary.rows,
+            summary.enrolled,
+            summary.new_leads,
+            summary.already_enrolled,
+            summary.suppressed,
+            summary.bad.len()
+        );
+    }
+    if summary.bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(EXIT_REFUSED, format!("{} bad row(s) skipped; every other row was imported", summary.bad.len())))
+    }
+}
+
+/// One CSV row into a validated lead; the error names the field.
+pub fn parse_row(headers: &[String], record: &csv::ByteRecord) -> Result<LeadInput, String> {
+    if record.len() != headers.len() {
+        return Err(format!("has {} field(s) but the header has {}", record.len(), headers.len()));
+    }
+    let mut lead = LeadInput::default();
+    for (name, raw) in headers.iter().zip(record.iter()) {
+        let value = std::str::from_utf8(raw).map_err(|_| format!("field `{name}` is not valid UTF-8 (save the file as UTF-8)"))?;
+        lead.set(name, value).map_err(|e| e.to_string())?;
+    }
+    if lead.email.is_none() {
+        return Err("field `email` is empty".into());
+    }
+    Ok(lead)
+}
+
+async fn flush(ctx: &crate::ops::Ctx, a: &ImportArgs, batch: &mut Vec<(u64, LeadInput)>, summary: &mut ImportSummary) -> Result<(), Failure> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<LeadInput> = batch.iter().map(|(_, l)| l.clone()).collect();
+    let results = ctx.enroll_many(&inputs, &a.sequence, a.rep.as_deref()).await?;
+    for ((_line, _), r) in batch.iter().zip(results) {
+        match r {
+            Ok(e) => {
+                summary.enrolled += 1;
+                summary.new_leads += u64::from(e.created_lead);
+            }
+            Err(Refusal::AlreadyEnrolled { .. }) => summary.already_enrolled += 1,
+            Err(Refusal::Suppressed { .. }) => summary.suppressed += 1,
+        }
+    }
+    batch.clear();
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The `cadence run` loop: pass, then sleep until the next thing is due or
+//! something wakes us (an enrollment over the API, a finished send, a reply).
+//! SIGHUP reloads config and templates (kept only if valid); SIGTERM and
+//! SIGINT stop claiming, let in-flight sends finish, and return.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::Engine;
+use crate::clock::from_ms;
+
+/// How long shutdown waits for in-flight sends.
+const GRACE: Duration = Duration::from_secs(60);
+
+pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        let started = match engine.pass().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "engine pass failed; retrying after the tick interval");
+                0
+            }
+        };
+        let sleep = next_sleep(&engine, started).await;
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight sends"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: finishing in-flight sends"); break; }
+            _ = hup.recv() => reload(&engine, &config_path),
+            _ = engine.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    if tokio::time::timeout(GRACE, engine.wait_idle()).await.is_err() {
+        tracing::error!("in-flight sends did not finish within {GRACE:?}; they become send_unknown at the next start");
+    }
+    engine.store.close().await;
+    Ok(())
+}
+
+/// Until the next scheduled action, but at least as often as
+/// `tick_interval` (to notice changes made by other processes, such as a
+/// `cadence enroll` from the shell, and work held by caps).
+async fn next_sleep(engine: &Engine, started: u64) -> Duration {
+    let cfg = engine.config();
+    let tick = cfg.daemon.tick_interval.max(Duration::from_millis(100));
+    if started > 0 {
+        // Sends are in flight; their completion wakes us.
+        return tick;
+    }
+    match engine.store.next_wakeup().await {
+        Ok(Some(next)) => {
+            let until = from_ms(next) - engine.clock.now();
+            match until.to_std() {
+                Ok(d) if d > Duration::ZERO => d.min(tick),
+                // Due but held (cap, gap, inbox lag): look again after a tick.
+                _ => tick,
+            }
+        }
+        Ok(None) => tick,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the next due time");
+            tick
+        }
+    }
+}
+
+fn reload(engine: &Engine, path: &std::path::Path) {
+    match crate::config::load(path) {
+        Ok((mut cfg, warnings)) => {
+            for w in &warnings.0 {
+                tracing::warn!(problem = %w, "config warning");
+            }
+            // The database cannot change under a running daemon.
+            cfg.daemon.database_url = engine.config().daemon.database_url.clone();
+            match engine.replace_config(Arc::new(cfg)) {
+                Ok(()) => tracing::info!(config = %path.display(), "SIGHUP: config and templates reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: new config rejected; keeping the old one"),
+            }
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                tracing::error!(problem = %p, "SIGHUP: config invalid; keeping the old one");
+            }
+        }
+    }
+}
