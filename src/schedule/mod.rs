@@ -9,7 +9,7 @@
 //! (fall back) takes its first occurrence.
 //!
 //! chrono-tz does not list a zone's transitions, so the code walks time in
-//! runs of constant UTC offset (see [`offset_run_end`]): inside a run the
+//! runs of constant UTC offset (see `offset_run_end`): inside a run the
 //! wall clock is UTC plus a constant, which turns "the next 09:00 on an open
 //! day" into arithmetic, one run (at most a day) at a time. That keeps
 //! [`next_opening`] linear in the days it scans and exact across gaps,
