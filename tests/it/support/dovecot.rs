@@ -126,8 +126,8 @@ impl Dovecot {
             .unwrap_or_else(|| panic!("no Dovecot user {user:?}"))
     }
 
-    /// A logged-in plaintext IMAP session for `user` (greeting read first).
-    pub async fn login(&self, user: &str) -> ImapSession {
+    /// A plaintext IMAP client whose greeting has been read, not logged in.
+    pub async fn connect(&self) -> Client<TcpStream> {
         let stream = TcpStream::connect((HOST, self.imap_port))
             .await
             .unwrap_or_else(|e| panic!("connect to Dovecot on {}: {e}", self.imap_port));
@@ -138,6 +138,12 @@ impl Dovecot {
             .expect("read IMAP greeting")
             .expect("IMAP greeting");
         client
+    }
+
+    /// A logged-in plaintext IMAP session for `user`.
+    pub async fn login(&self, user: &str) -> ImapSession {
+        self.connect()
+            .await
             .login(user, self.password(user))
             .await
             .map_err(|(e, _)| e)
