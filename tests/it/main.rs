@@ -1,0 +1,9 @@
+//! All integration tests live in this one binary so that the crate and the
+//! test dependencies are linked once, not once per file.
+//!
+//! `support/` starts the real servers the tests talk to (Dovecot, PostgreSQL,
+//! an SMTP server); `rig.rs` checks that those helpers themselves work, so
+//! that a failure elsewhere points at cadence rather than at the rig.
+
+mod rig;
+mod support;
