@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod explain;
+pub mod inbound;
 pub mod plan;
 
 use std::collections::HashMap;
