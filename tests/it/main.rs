@@ -4,6 +4,9 @@
 //! `support/` starts the real servers the tests talk to (Dovecot, PostgreSQL,
 //! an SMTP server); `rig.rs` checks that those helpers themselves work, so
 //! that a failure elsewhere points at cadence rather than at the rig.
+//! `fixtures.rs` builds the standard project the feature tests run against.
 
+mod cli;
+mod fixtures;
 mod rig;
 mod support;

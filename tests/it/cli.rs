@@ -1,0 +1,228 @@
+//! The command line against real SQLite files: enroll, show, leads, import,
+//! refusals, manual control and `check`.
+
+use crate::fixtures::{text, Project};
+
+const MON_10_UTC: &str = "2026-11-30T10:00:00Z";
+
+#[test]
+fn enroll_then_show_then_leads() {
+    let p = Project::file();
+    let out = p.json(&[
+        "enroll", "Ana.Lee@Acme.example", "--sequence", "outreach", "--first-name", "Ana", "--last-name", "Lee", "--company", "Acme",
+        "--timezone", "America/New_York", "--value", "12000", "--field", "plan=pro", "--now", MON_10_UTC,
+    ]);
+    assert_eq!(out["email"], "ana.lee@acme.example");
+    assert_eq!(out["created_lead"], true);
+    // Enrolled Monday 10:00 UTC = 05:00 in New York: the first email waits for 09:00 local.
+    assert_eq!(out["next_at"], "2026-11-30T14:00:00Z");
+
+    let show = p.json(&["show", "ana.lee@acme.example"]);
+    assert_eq!(show["first_name"], "Ana");
+    assert_eq!(show["company"], "Acme");
+    assert_eq!(show["value"], 12000.0);
+    assert_eq!(show["fields"]["plan"], "pro");
+    assert_eq!(show["stage"], "connecting", "the sequence's stage applies on enrollment");
+    assert_eq!(show["enrollments"][0]["sequence"], "outreach");
+    assert_eq!(show["enrollments"][0]["state"], "active");
+    let kinds: Vec<&str> = show["touchpoints"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["enrolled", "stage_change"]);
+
+    let leads = p.json(&["leads"]);
+    let leads = leads.as_array().unwrap();
+    assert_eq!(leads.len(), 1);
+    assert_eq!(leads[0]["email"], "ana.lee@acme.example");
+    assert_eq!(leads[0]["state"], "active");
+    assert_eq!(leads[0]["step"], 1);
+    assert_eq!(p.json(&["leads", "--stage", "closing"]).as_array().unwrap().len(), 0);
+    assert_eq!(p.json(&["leads", "--sequence", "outreach", "--state", "active"]).as_array().unwrap().len(), 1);
+
+    // The human forms print too.
+    assert!(p.ok(&["show", "ana.lee@acme.example"]).contains("timeline:"));
+    assert!(p.ok(&["leads"]).contains("ana.lee@acme.example"));
+}
+
+#[test]
+fn enrolling_twice_is_refused_and_changes_nothing() {
+    let p = Project::file();
+    p.enroll("bo@acme.example", "UTC", MON_10_UTC);
+    let before = p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+    let out = p.run(&["enroll", "bo@acme.example", "--sequence", "outreach", "--company", "Other", "--now", "2026-12-01T10:00:00Z"]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("already active in sequence `outreach`"), "{}", text(&out.stderr));
+    assert_eq!(p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"), before);
+    assert_eq!(p.json(&["show", "bo@acme.example"])["company"], "Acme");
+}
+
+#[test]
+fn suppressed_addresses_and_domains_are_refused() {
+    let p = Project::file();
+    p.ok(&["suppress", "no@acme.example"]);
+    p.ok(&["suppress", "@blocked.example"]);
+    for email in ["NO@acme.example", "anyone@blocked.example"] {
+        let out = p.run(&["enroll", email, "--sequence", "outreach"]);
+        assert_eq!(out.status.code(), Some(3), "{email}");
+        assert!(text(&out.stderr).contains("suppressed"), "{}", text(&out.stderr));
+    }
+    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "0");
+}
+
+#[test]
+fn suppressing_stops_a_live_enrollment() {
+    let p = Project::file();
+    p.enroll("cy@acme.example", "UTC", MON_10_UTC);
+    assert!(p.ok(&["suppress", "@ACME.example"]).contains("1 enrollment(s) stopped"));
+    assert_eq!(p.json(&["show", "cy@acme.example"])["enrollments"][0]["state"], "unsubscribed");
+}
+
+#[test]
+fn control_characters_in_any_field_are_refused_naming_the_field() {
+    let p = Project::file();
+    for (flag, value, field) in [
+        ("--first-name", "Ana\r\nBcc: victim@evil.example", "first_name"),
+        ("--company", "Acme\nX-Spam: yes", "company"),
+        ("--last-name", "Lee\0", "last_name"),
+        ("--field", "plan=pro\r\nBcc: x@evil.example", "fields.plan"),
+    ] {
+        let out = p.run(&["enroll", "dee@acme.example", "--sequence", "outreach", flag, value]);
+        assert_eq!(out.status.code(), Some(3), "{flag}");
+        let err = text(&out.stderr);
+        assert!(err.contains(field), "{flag}: message should name `{field}`: {err}");
+    }
+    let out = p.run(&["enroll", "dee@acme.example\r\nBcc: x@evil.example", "--sequence", "outreach"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("email"));
+    let out = p.run(&["enroll", "dee@acme.example", "--sequence", "outreach", "--timezone", "EST"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("timezone"));
+    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "0", "nothing was written");
+}
+
+#[test]
+fn unknown_sequence_or_bad_now_is_a_usage_error() {
+    let p = Project::file();
+    assert_eq!(p.run(&["enroll", "a@acme.example", "--sequence", "nope"]).status.code(), Some(2));
+    assert_eq!(p.run(&["tick", "--now", "yesterday"]).status.code(), Some(2));
+    assert_eq!(p.run(&["show", "missing@acme.example"]).status.code(), Some(2));
+}
+
+#[test]
+fn import_keeps_good_rows_names_bad_lines_and_is_idempotent() {
+    let p = Project::file();
+    let mut csv = String::from("email,first_name,company,timezone,plan\n");
+    let bad_lines = [101usize, 502, 903];
+    for i in 0..1000usize {
+        let line = i + 2;
+        if line == bad_lines[0] {
+            csv.push_str("not-an-address,Bad,Acme,UTC,pro\n");
+        } else if line == bad_lines[1] {
+            csv.push_str(&format!("lead{i}@acme{i}.example,Bad,Acme,Mars/Olympus,pro\n"));
+        } else if line == bad_lines[2] {
+            csv.push_str(&format!("lead{i}@acme{i}.example,\"Evil\rBcc: x@evil.example\",Acme,UTC,pro\n"));
+        } else {
+            csv.push_str(&format!("lead{i}@acme{i}.example,Lead{i},Acme {i},Europe/Berlin,pro\n"));
+        }
+    }
+    let file = p.tmp.write("leads.csv", &csv);
+    let file = file.to_str().unwrap();
+    let out = p.run(&["import", file, "--sequence", "outreach", "--now", MON_10_UTC]);
+    assert_eq!(out.status.code(), Some(3), "some rows were skipped");
+    let err = text(&out.stderr);
+    for line in bad_lines {
+        assert!(err.contains(&format!("leads.csv:{line}: skipped")), "line {line} not reported:\n{err}");
+    }
+    assert!(err.contains("timezone") && err.contains("first_name") && err.contains("email"), "{err}");
+    assert!(text(&out.stdout).contains("997 enrolled"), "{}", text(&out.stdout));
+    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "997");
+    assert_eq!(p.sqlite("SELECT count(*) FROM enrollments WHERE state = 'active'"), "997");
+    assert_eq!(p.sqlite("SELECT json_extract(fields, '$.plan') FROM leads WHERE email = 'lead5@acme5.example'"), "pro");
+
+    let snapshot = p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+    let again = p.run(&["import", file, "--sequence", "outreach", "--now", "2026-12-01T10:00:00Z"]);
+    let summary = text(&again.stdout);
+    assert!(summary.contains("0 enrolled") && summary.contains("997 already enrolled"), "{summary}");
+    assert_eq!(p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"), snapshot, "re-import changed nothing");
+}
+
+#[test]
+fn import_of_a_clean_file_exits_0_and_handles_bom_and_headers() {
+    let p = Project::file();
+    let file = p.tmp.write("clean.csv", "\u{feff}Email,First Name,Company\nx@one.example,X,One\ny@two.example,Y,Two\n");
+    let out = p.run(&["import", file.to_str().unwrap(), "--sequence", "outreach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(p.sqlite("SELECT first_name FROM leads ORDER BY id"), "X\nY");
+    let empty = p.tmp.write("empty.csv", "");
+    assert_eq!(p.run(&["import", empty.to_str().unwrap(), "--sequence", "outreach"]).status.code(), Some(1));
+    let noemail = p.tmp.write("noemail.csv", "name\nx\n");
+    let out = p.run(&["import", noemail.to_str().unwrap(), "--sequence", "outreach"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no `email` column"));
+}
+
+#[test]
+fn manual_control_is_logged() {
+    let p = Project::file();
+    p.enroll("eve@acme.example", "UTC", MON_10_UTC);
+    p.ok(&["pause", "eve@acme.example", "--now", "2026-11-30T10:01:00Z"]);
+    assert_eq!(p.run(&["pause", "eve@acme.example"]).status.code(), Some(3), "already paused");
+    p.ok(&["resume", "eve@acme.example", "--now", "2026-11-30T10:02:00Z"]);
+    p.ok(&["stage", "eve@acme.example", "qualification", "--now", "2026-11-30T10:03:00Z"]);
+    assert_eq!(p.run(&["stage", "eve@acme.example", "nowhere"]).status.code(), Some(2));
+    p.ok(&["note", "eve@acme.example", "Called, left a voicemail", "--kind", "call", "--now", "2026-11-30T10:04:00Z"]);
+    p.ok(&["unenroll", "eve@acme.example", "--now", "2026-11-30T10:05:00Z"]);
+    let show = p.json(&["show", "eve@acme.example"]);
+    let kinds: Vec<&str> = show["touchpoints"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["enrolled", "stage_change", "paused", "resumed", "stage_change", "call", "unenrolled"]);
+    assert_eq!(show["stage"], "qualification");
+    assert_eq!(show["enrollments"][0]["state"], "completed");
+}
+
+#[test]
+fn check_passes_on_the_shipped_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = crate::support::cadence().arg("--config").arg(root.join("config/cadence.toml")).args(["check", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["errors"], 0, "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_reports_every_planted_mistake_with_its_file() {
+    let p = Project::file();
+    p.tmp.write_sequence(
+        "broken",
+        r#"stage = "nowhere"
+max_touches = 3
+send_window = { days = "Mon-Fri", start = "17:00", end = "09:00" }
+colour = "blue"
+
+[[steps]]
+wait = "3 fortnights"
+template = "missing-template"
+"#,
+    );
+    p.tmp.write_template("bad-syntax", "---\nsubject: \"x\"\n---\nHello {{#if first_name}}\n");
+    p.tmp.write_template("needs-field", "---\nsubject: \"x\"\n---\nYour plan: {{fields.plan}}\n");
+    let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
+    p.tmp.write_config(&cfg.replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus\"\nfrobnicate = true").replace("[hygiene]", "[hygiene]"));
+    let mut cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
+    cfg.push_str("\n[hygiene]\nschedule = \"every tuesday\"\n");
+    p.tmp.write_config(&cfg);
+    let out = p.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    for (file, needle) in [
+        ("broken.toml", "nowhere"),
+        ("broken.toml", "colour"),
+        ("broken.toml", "3 fortnights"),
+        ("broken.toml", "missing-template"),
+        ("broken.toml", "send_window"),
+        ("cadence.toml", "Mars/Olympus"),
+        ("cadence.toml", "frobnicate"),
+        ("cadence.toml", "schedule"),
+        ("bad-syntax.hbs", "bad-syntax"),
+        ("needs-field.hbs", "fields.plan"),
+    ] {
+        assert!(report.lines().any(|l| l.contains(file) && l.contains(needle)), "no line naming {file} and {needle:?}:\n{report}");
+    }
+}

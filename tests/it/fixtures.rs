@@ -1,0 +1,198 @@
+//! A standard cadence project for the integration tests: one rep (file or
+//! SMTP transport, optional IMAP), a four-step sequence and short templates.
+
+#![allow(dead_code)]
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::support::TempProject;
+
+pub const SECRET: &str = "test-secret-5f1c2a";
+
+/// What the standard project is built with.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    /// `None`: file transport into `outbox/`; `Some(port)`: SMTP on loopback.
+    pub smtp_port: Option<u16>,
+    /// IMAP port and password for user `nik`.
+    pub imap: Option<(u16, String)>,
+    pub daily_limit: u32,
+    pub domain_daily_limit: Option<u32>,
+    pub holidays: Vec<&'static str>,
+    pub max_touches: u32,
+    pub extra_daemon: String,
+    pub max_attempts: u32,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            smtp_port: None,
+            imap: None,
+            daily_limit: 200,
+            domain_daily_limit: None,
+            holidays: vec!["2026-12-25", "2027-01-01"],
+            max_touches: 4,
+            extra_daemon: String::new(),
+            max_attempts: 5,
+        }
+    }
+}
+
+pub struct Project {
+    pub tmp: TempProject,
+    pub opts: Opts,
+}
+
+impl Project {
+    pub fn new(opts: Opts) -> Project {
+        let tmp = TempProject::new();
+        let smtp = match opts.smtp_port {
+            None => "transport = \"file\"\ndir = \"outbox\"".to_string(),
+            Some(port) => format!("transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"5s\"\nmax_attempts = {}", opts.max_attempts),
+        };
+        let imap = match &opts.imap {
+            None => String::new(),
+            Some((port, _)) => format!(
+                "\n  [reps.imap]\n  host = \"127.0.0.1\"\n  port = {port}\n  tls = \"none\"\n  username = \"nik\"\n  password_env = \"CADENCE_IMAP_PASSWORD_NIK\"\n  folder = \"INBOX\"\n"
+            ),
+        };
+        let domain_cap = opts.domain_daily_limit.map_or(String::new(), |n| format!("domain_daily_limit = {n}\n"));
+        let holidays = opts.holidays.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+        tmp.write_config(&format!(
+            r#"[daemon]
+database_url = "{db}"
+timezone = "UTC"
+tick_interval = "1s"
+http_listen = "127.0.0.1:0"
+public_url = "https://cadence.test"
+max_inbox_lag = "2m"
+secret_env = "CADENCE_SECRET"
+{extra}
+
+[[calendars]]
+name = "default"
+holidays = [{holidays}]
+
+[[calendars]]
+name = "id"
+holidays = ["2026-12-25", "2026-12-31"]
+
+[pipeline]
+stages = ["prospecting", "qualification", "connecting", "closing"]
+
+[[reps]]
+id = "nik"
+name = "Nik Levnaich"
+email = "nik@vendor.test"
+daily_limit = {daily}
+{domain_cap}timezone = "America/Regina"
+signature = "Nik\nVendor Co."
+  [reps.smtp]
+  {smtp}
+{imap}"#,
+            db = tmp.database_url(),
+            extra = opts.extra_daemon,
+            daily = opts.daily_limit,
+        ));
+        tmp.write_sequence(
+            "outreach",
+            &format!(
+                r#"stage = "connecting"
+reply_stage = "closing"
+max_touches = {max}
+send_window = {{ days = "Mon-Fri", start = "09:00", end = "17:00" }}
+auto_reply_pause = "3 days"
+
+[[steps]]
+wait = "0s"
+template = "intro"
+
+[[steps]]
+wait = "3 business days"
+template = "bump"
+
+[[steps]]
+wait = "2 days"
+template = "value"
+
+[[steps]]
+wait = "4 hours"
+template = "final"
+
+[last_chance]
+wait = "5 business days"
+template = "breakup"
+
+[archive]
+after = "7 days"
+"#,
+                max = opts.max_touches
+            ),
+        );
+        tmp.write_template("intro", "---\nsubject: \"Quick question about {{company}}\"\n---\nHi {{default first_name \"there\"}},\n\nstep {{step}} for {{company}}.\n\n{{> signature}}\nUnsubscribe: {{unsubscribe_url}}\n");
+        for (name, line) in [("bump", "Just bumping this up."), ("value", "Here is a case study."), ("final", "One more thought."), ("breakup", "Should I close your file?")] {
+            tmp.write_template(name, &format!("---\nsubject: \"{name}\"\n---\nHi {{{{default first_name \"there\"}}}},\n\n{line} (step {{{{step}}}})\n\n{{{{> signature}}}}\n"));
+        }
+        tmp.write_template("partials/signature", "{{rep.name}}\n{{rep.signature}}");
+        Project { tmp, opts }
+    }
+
+    pub fn file() -> Project {
+        Project::new(Opts::default())
+    }
+
+    /// Runs `cadence ARGS` in the project with the test secrets set.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.tmp.cadence();
+        cmd.env("CADENCE_SECRET", SECRET);
+        if let Some((_, pw)) = &self.opts.imap {
+            cmd.env("CADENCE_IMAP_PASSWORD_NIK", pw);
+        }
+        cmd.args(args).output().expect("run cadence")
+    }
+
+    /// Runs and asserts exit 0, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "cadence {args:?} failed ({:?}):\nstdout: {}\nstderr: {}", out.status.code(), text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Runs with `--json` appended and parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("cadence {args:?} --json printed no JSON ({e}):\n{s}"))
+    }
+
+    /// Enrolls `email` (with a company and a time zone) at `now`.
+    pub fn enroll(&self, email: &str, tz: &str, now: &str) {
+        self.ok(&["enroll", email, "--sequence", "outreach", "--first-name", "Ana", "--company", "Acme", "--timezone", tz, "--now", now]);
+    }
+
+    pub fn tick(&self, now: &str) -> Value {
+        self.json(&["tick", "--now", now])
+    }
+
+    /// `.eml` files written by the file transport.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = self.tmp.root().join("outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        files.sort();
+        files.iter().map(|p| std::fs::read_to_string(p).expect("read eml")).collect()
+    }
+
+    pub fn sqlite(&self, sql: &str) -> String {
+        let out = std::process::Command::new("sqlite3").arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3");
+        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
