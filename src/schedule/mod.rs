@@ -87,7 +87,12 @@ pub fn is_open(at: DateTime<Utc>, window: &SendWindow, tz: Tz, cal: &Calendar) -
 /// The earliest instant `>= at` inside the window and not on a holiday, with
 /// the reasons it was moved (empty when `at` itself is open). `None` when the
 /// window never opens within two years.
-pub fn next_opening(at: DateTime<Utc>, window: &SendWindow, tz: Tz, cal: &Calendar) -> Option<(DateTime<Utc>, Vec<Deferral>)> {
+pub fn next_opening(
+    at: DateTime<Utc>,
+    window: &SendWindow,
+    tz: Tz,
+    cal: &Calendar,
+) -> Option<(DateTime<Utc>, Vec<Deferral>)> {
     let _ = (at, window, tz, cal);
     todo!("schedule helper")
 }
