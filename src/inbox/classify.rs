@@ -220,7 +220,7 @@ impl Mail {
     }
 
     /// Sent by the mail system itself rather than by a person.
-    fn from_daemon(&self) -> bool {
+    fn sent_by_mail_system(&self) -> bool {
         self.from.as_deref().is_some_and(|a| {
             let local = a.split('@').next().unwrap_or("");
             bounce::is_system_address(a) && !matches!(local, "noreply" | "no-reply" | "abuse")
@@ -346,7 +346,13 @@ impl Original<'_> {
         self.messages
             .iter()
             .filter(|m| !m.parts.is_empty())
-            .find_map(|m| m.to()?.first()?.address.as_deref().map(str::to_lowercase))
+            .find_map(|m| {
+                m.to()?
+                    .first()?
+                    .address
+                    .as_deref()
+                    .and_then(bounce::clean_address)
+            })
             .or_else(|| {
                 self.quoted_text.lines().find_map(|l| {
                     let l = l.trim_start();
@@ -589,7 +595,7 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
     let x_failed = header(msg, "X-Failed-Recipients");
     let null_path = header(msg, "Return-Path").is_some_and(|r| r.trim() == "<>");
     // A null return path and the original attached: how any MTA returns mail.
-    let daemon = mail.from_daemon() || (null_path && !orig.messages.is_empty());
+    let daemon = mail.sent_by_mail_system() || (null_path && !orig.messages.is_empty());
     let subject_hit = bounce::subject_says_bounce(&mail.subject);
     if !(is_dsn || x_failed.is_some() || daemon || subject_hit.is_some()) {
         return false;
@@ -726,7 +732,7 @@ fn is_human_reply(msg: &Message<'_>, mail: &Mail) -> bool {
     let threaded = !ids(msg.in_reply_to()).is_empty();
     let auto = header(msg, "Auto-Submitted").is_some_and(|a| !a.eq_ignore_ascii_case("no"));
     let null_path = header(msg, "Return-Path").is_some_and(|r| r.trim() == "<>");
-    threaded && !auto && !null_path && !mail.from_daemon()
+    threaded && !auto && !null_path && !mail.sent_by_mail_system()
 }
 
 /// Subject prefixes of automatic replies: Exchange/Outlook, Gmail, Apple,
@@ -906,6 +912,21 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
         return;
     }
 
+    let threaded = !v.refers_to.is_empty();
+    if let Some(p) = weak.iter().find(|w| w.starts_with("Precedence")) {
+        v.kind = Kind::Unknown;
+        v.matched
+            .push(format!("{p} without out-of-office wording (bulk mail)"));
+        return;
+    }
+    if !threaded && (has_header(msg, "List-Id") || has_header(msg, "List-Unsubscribe")) {
+        v.kind = Kind::Unknown;
+        v.matched
+            .push("List-Id/List-Unsubscribe on an unthreaded message (list mail)".into());
+        return;
+    }
+    // A short request to stop; bulk mail (whose footer always says
+    // "unsubscribe") was set aside above.
     let short = new.chars().count() <= UNSUBSCRIBE_BODY_MAX;
     if short {
         let lower = new.to_lowercase();
@@ -917,20 +938,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
         }
     }
 
-    if let Some(p) = weak.iter().find(|w| w.starts_with("Precedence")) {
-        v.kind = Kind::Unknown;
-        v.matched
-            .push(format!("{p} without out-of-office wording (bulk mail)"));
-        return;
-    }
-    let threaded = !v.refers_to.is_empty();
-    if !threaded && (has_header(msg, "List-Id") || has_header(msg, "List-Unsubscribe")) {
-        v.kind = Kind::Unknown;
-        v.matched
-            .push("List-Id/List-Unsubscribe on an unthreaded message (list mail)".into());
-        return;
-    }
-    if mail.from_daemon() {
+    if mail.sent_by_mail_system() {
         v.kind = Kind::Unknown;
         v.matched
             .push("sent by the mail system but not a recognisable bounce".into());
