@@ -27,7 +27,9 @@ impl Wait {
     pub const ZERO: Wait = Wait::Seconds(0);
 
     pub fn parse(raw: &str) -> Result<Wait, WaitError> {
-        let err = || WaitError { input: raw.to_string() };
+        let err = || WaitError {
+            input: raw.to_string(),
+        };
         let s = raw.trim().to_ascii_lowercase();
         let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         if digits_end == 0 {
@@ -61,7 +63,10 @@ impl Wait {
     }
 
     pub fn is_zero(self) -> bool {
-        matches!(self, Wait::Seconds(0) | Wait::Days(0) | Wait::BusinessDays(0))
+        matches!(
+            self,
+            Wait::Seconds(0) | Wait::Days(0) | Wait::BusinessDays(0)
+        )
     }
 }
 
@@ -69,7 +74,9 @@ impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let plural = |n: i64| if n == 1 { "" } else { "s" };
         match *self {
-            Wait::Seconds(s) if s != 0 && s % 3600 == 0 => write!(f, "{} hour{}", s / 3600, plural(s / 3600)),
+            Wait::Seconds(s) if s != 0 && s % 3600 == 0 => {
+                write!(f, "{} hour{}", s / 3600, plural(s / 3600))
+            }
             Wait::Seconds(s) if s != 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
             Wait::Seconds(s) => write!(f, "{s}s"),
             Wait::Days(d) => write!(f, "{d} day{}", plural(d.into())),
@@ -99,7 +106,10 @@ mod tests {
         assert_eq!(Wait::parse("2 days"), Ok(Wait::Days(2)));
         assert_eq!(Wait::parse("3 business days"), Ok(Wait::BusinessDays(3)));
         assert_eq!(Wait::parse("1 business day"), Ok(Wait::BusinessDays(1)));
-        assert_eq!(Wait::parse(" 2  Business   Days "), Ok(Wait::BusinessDays(2)));
+        assert_eq!(
+            Wait::parse(" 2  Business   Days "),
+            Ok(Wait::BusinessDays(2))
+        );
         assert_eq!(Wait::parse("0s"), Ok(Wait::ZERO));
         assert_eq!(Wait::parse("0"), Ok(Wait::ZERO));
         assert_eq!(Wait::parse("2 weeks"), Ok(Wait::Days(14)));
@@ -107,7 +117,18 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        for bad in ["", "days", "3", "three days", "3 fortnights", "-2 days", "2.5 days", "3 business", "3 business weeks", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "days",
+            "3",
+            "three days",
+            "3 fortnights",
+            "-2 days",
+            "2.5 days",
+            "3 business",
+            "3 business weeks",
+            "99999999999999999999s",
+        ] {
             let e = Wait::parse(bad).unwrap_err();
             assert_eq!(e.input, bad);
             assert!(e.to_string().contains("business days"));
@@ -116,7 +137,15 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["30s", "15m", "4 hours", "1 day", "2 days", "3 business days", "1 business day"] {
+        for s in [
+            "30s",
+            "15m",
+            "4 hours",
+            "1 day",
+            "2 days",
+            "3 business days",
+            "1 business day",
+        ] {
             let w = Wait::parse(s).unwrap();
             assert_eq!(Wait::parse(&w.to_string()).unwrap(), w, "{s}");
         }
