@@ -11,6 +11,6 @@ mod states;
 mod wait;
 
 pub use email::{EmailAddress, EmailError};
-pub use lead::{check_field, FieldError, LeadInput};
+pub use lead::{check_field, parse_timezone, FieldError, LeadInput};
 pub use states::{EnrollmentState, SendState, TouchKind};
 pub use wait::{Wait, WaitError};

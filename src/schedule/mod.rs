@@ -48,8 +48,31 @@ impl SendWindow {
     /// Parses `days = "Mon-Fri"` (ranges and lists of English day names,
     /// e.g. `Mon,Wed,Fri`, `Mon-Sun`), `start`/`end` as `HH:MM`.
     pub fn parse(days: &str, start: &str, end: &str) -> Result<SendWindow, String> {
-        let _ = (days, start, end);
-        todo!("schedule helper")
+        // Minimal version so the config branch's tests run; the schedule
+        // helper's implementation replaces it at merge.
+        fn day(name: &str) -> Result<usize, String> {
+            let d: Weekday = name.trim().parse().map_err(|_| format!("{name:?} is not a day name (Mon, Tue, ...)"))?;
+            Ok(d.num_days_from_monday() as usize)
+        }
+        let mut set = [false; 7];
+        for part in days.split(',').filter(|p| !p.trim().is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut i = a;
+                    loop {
+                        set[i] = true;
+                        if i == b {
+                            break;
+                        }
+                        i = (i + 1) % 7;
+                    }
+                }
+                None => set[day(part)?] = true,
+            }
+        }
+        let time = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| format!("{t:?} is not a time of day (HH:MM)"));
+        Ok(SendWindow { days: set, start: time(start)?, end: time(end)? })
     }
 
     /// True when no instant can ever be inside the window (no day, or
