@@ -386,11 +386,19 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
     if rep_tables.is_empty() {
         sink.warn("reps", None, "no [[reps]]: nothing can be sent");
     }
+    let mut ids: Vec<String> = Vec::new();
     for mut t in rep_tables {
-        if let Some(rep) = rep(&mut t, sink, root, &daemon, secrets) {
-            if reps.iter().any(|o| o.id == rep.id) {
-                sink.error(&t.key_path("id"), t.node("id").map(|n| &n.span), format!("rep id `{}` is used twice", rep.id));
+        // Duplicates are checked on the raw id, so a rep with other mistakes
+        // still counts.
+        if let Some(node) = t.node("id") {
+            if let tree::Kind::Str(id) = &node.kind {
+                if ids.contains(id) {
+                    sink.error(&t.key_path("id"), Some(&node.span), format!("rep id `{id}` is used twice"));
+                }
+                ids.push(id.clone());
             }
+        }
+        if let Some(rep) = rep(&mut t, sink, root, &daemon, secrets) {
             reps.push(rep);
         }
         t.finish(sink);

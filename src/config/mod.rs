@@ -21,6 +21,9 @@ mod load;
 mod sequence;
 mod tree;
 
+#[cfg(test)]
+mod tests;
+
 pub use load::{load, load_with_env, missing_secrets, Problem, Problems, Severity, DATABASE_URL_ENV, DEFAULT_STAGES};
 
 /// Everything `cadence` needs to run, validated.
