@@ -127,7 +127,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             }
         }
         Err(e) => {
-            problems.push(Problem { severity: Severity::Error, file: path.to_path_buf(), key: None, line: None, message: format!("cannot read: {e}") });
+            problems.push(Problem {
+                severity: Severity::Error,
+                file: path.to_path_buf(),
+                key: None,
+                line: None,
+                message: format!("cannot read: {e}"),
+            });
             None
         }
     };
@@ -429,13 +435,15 @@ fn list_or_none(items: &[&str]) -> String {
 /// `*_env` keys name a variable; a value that looks like a secret pasted in
 /// is refused before it can end up in a log.
 fn env_name(sink: &mut Sink, v: &Val<String>) -> Option<()> {
-    let ok = !v.v.is_empty()
-        && !v.v.starts_with(|c: char| c.is_ascii_digit())
-        && v.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok =
+        !v.v.is_empty() && !v.v.starts_with(|c: char| c.is_ascii_digit()) && v.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Some(())
     } else {
-        sink.error_at(v, "must name an environment variable (letters, digits, `_`; e.g. CADENCE_SMTP_PASSWORD), never hold the secret itself");
+        sink.error_at(
+            v,
+            "must name an environment variable (letters, digits, `_`; e.g. CADENCE_SMTP_PASSWORD), never hold the secret itself",
+        );
         None
     }
 }
@@ -559,7 +567,11 @@ fn rep(t: &mut Table, sink: &mut Sink, root: &Path, daemon: &Daemon, secrets: &m
         }
         None => {
             if !t.has("smtp") {
-                sink.error(&t.key_path("smtp"), Some(&t.span), "missing [reps.smtp]: how this rep sends (transport = \"file\" writes .eml files; \"smtp\" needs a host)");
+                sink.error(
+                    &t.key_path("smtp"),
+                    Some(&t.span),
+                    "missing [reps.smtp]: how this rep sends (transport = \"file\" writes .eml files; \"smtp\" needs a host)",
+                );
             }
             None
         }
@@ -585,7 +597,11 @@ fn rep(t: &mut Table, sink: &mut Sink, root: &Path, daemon: &Daemon, secrets: &m
             Some(imap)
         }
         None => {
-            sink.warn(&t.key_path("imap"), Some(&t.span), "no [reps.imap]: no reply detection for this rep (replies will not stop its sequences)");
+            sink.warn(
+                &t.key_path("imap"),
+                Some(&t.span),
+                "no [reps.imap]: no reply detection for this rep (replies will not stop its sequences)",
+            );
             None
         }
     };

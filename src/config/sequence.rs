@@ -16,7 +16,12 @@ const TASK_KINDS: &[&str] = &["call", "linkedin", "custom"];
 
 /// Reads every `*.toml` under `dir`, sorted by name. A missing folder is
 /// a warning: the daemon runs, it just has nothing to enroll into.
-pub(crate) fn load_all(dir: &Path, stages: Option<&[String]>, templates: &Templates, problems: &mut Vec<Problem>) -> BTreeMap<String, Sequence> {
+pub(crate) fn load_all(
+    dir: &Path,
+    stages: Option<&[String]>,
+    templates: &Templates,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Sequence> {
     let mut out = BTreeMap::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
@@ -84,7 +89,15 @@ fn stage_ref(sink: &mut Sink, stages: Option<&[String]>, v: &Val<String>, outcom
     sink.error_at(v, format!("unknown stage `{}`{why}; the pipeline has: {}{extra}", v.v, stages.join(", ")));
 }
 
-fn sequence(node: &tree::Node, sink: &mut Sink, name: &str, file: &Path, stages: Option<&[String]>, templates: &Templates, hash: String) -> Sequence {
+fn sequence(
+    node: &tree::Node,
+    sink: &mut Sink,
+    name: &str,
+    file: &Path,
+    stages: Option<&[String]>,
+    templates: &Templates,
+    hash: String,
+) -> Sequence {
     let mut top = Table::root(node);
     let stage = top.str(sink, "stage");
     if let Some(s) = &stage {

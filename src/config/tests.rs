@@ -77,11 +77,8 @@ fn the_shipped_example_loads_without_errors() {
 
 #[test]
 fn a_valid_project_loads_with_defaults_filled_in() {
-    let dir = project(&[
-        ("config/cadence.toml", GOOD_MAIN),
-        ("config/sequences/welcome.toml", GOOD_SEQ),
-        ("templates/intro.hbs", TEMPLATE),
-    ]);
+    let dir =
+        project(&[("config/cadence.toml", GOOD_MAIN), ("config/sequences/welcome.toml", GOOD_SEQ), ("templates/intro.hbs", TEMPLATE)]);
     let env = |v: &str| (v == "SMTP_PW" || v == "CADENCE_SECRET").then(|| "x".to_string());
     let (c, warnings) = load_in(dir.path(), &env).unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(warnings.0, vec![], "every secret is set and the rep has imap");
@@ -294,7 +291,12 @@ fn every_planted_mistake_is_reported_with_file_and_key() {
     find(&bad, Some("archive.after"), Error, "is not a duration");
     // Templates.
     let t = dir.path().join("templates");
-    let plan = find(&t.join("plan.hbs"), None, Error, "uses variable `fields.plan` that a lead does not have; use {{default fields.plan \"...\"}}");
+    let plan = find(
+        &t.join("plan.hbs"),
+        None,
+        Error,
+        "uses variable `fields.plan` that a lead does not have; use {{default fields.plan \"...\"}}",
+    );
     assert_eq!(plan.line, Some(4));
     find(&t.join("nofm.hbs"), None, Error, "missing front matter");
     assert!(find(&t.join("syntax.hbs"), None, Error, "template syntax").line.is_some());
@@ -343,7 +345,9 @@ fn sequence_rules_that_need_both_kinds_of_key() {
 
 #[test]
 fn cron_expressions_are_checked_with_seconds_and_day_names() {
-    for (expr, ok) in [("0 0 7 * * Mon-Fri", true), ("0 30 6 * * Mon,Wed,Fri 2026", true), ("0 0 7 * * Funday", false), ("0 0 25 * * *", false)] {
+    for (expr, ok) in
+        [("0 0 7 * * Mon-Fri", true), ("0 30 6 * * Mon,Wed,Fri 2026", true), ("0 0 7 * * Funday", false), ("0 0 25 * * *", false)]
+    {
         let main = format!("[hygiene]\nschedule = \"{expr}\"\n");
         let dir = project(&[("config/cadence.toml", &main), ("templates/intro.hbs", TEMPLATE)]);
         let result = load_in(dir.path(), &no_env);

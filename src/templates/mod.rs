@@ -262,7 +262,11 @@ impl Templates {
 
         for (stem, path) in &html_files {
             if !plain.contains_key(stem) {
-                problems.push((path.clone(), None, format!("{stem}.html.hbs has no {stem}.hbs beside it (that file holds the subject and the text body)")));
+                problems.push((
+                    path.clone(),
+                    None,
+                    format!("{stem}.html.hbs has no {stem}.hbs beside it (that file holds the subject and the text body)"),
+                ));
             }
         }
 
@@ -301,7 +305,10 @@ impl Templates {
             }
             if ok {
                 compiled.insert(name.clone());
-                places.insert(name.clone(), Places { file: path.clone(), subject_line: fm.subject_line, body_line: fm.body_line, html_file: html_path.cloned() });
+                places.insert(
+                    name.clone(),
+                    Places { file: path.clone(), subject_line: fm.subject_line, body_line: fm.body_line, html_file: html_path.cloned() },
+                );
             }
         }
 

@@ -21,15 +21,7 @@ fn problems_of(dir: &Path) -> Vec<TemplateProblem> {
 }
 
 fn lead<'a>(fields: &'a BTreeMap<String, String>, company: Option<&'a str>) -> LeadVars<'a> {
-    LeadVars {
-        email: "ana@example.com",
-        first_name: Some("Ana"),
-        last_name: None,
-        company,
-        title: None,
-        value: Some(1500.0),
-        fields,
-    }
+    LeadVars { email: "ana@example.com", first_name: Some("Ana"), last_name: None, company, title: None, value: Some(1500.0), fields }
 }
 
 const REP: RepVars<'static> = RepVars { name: "Nik", email: "nik@example.com", signature: "Nik\nVendor Co." };
@@ -71,7 +63,10 @@ fn strict_render_error_names_the_template_and_variable() {
 #[test]
 fn default_helper_covers_missing_null_and_empty() {
     let dir = folder(&[
-        ("t.hbs", "---\nsubject: '{{default fields.plan \"Pro\"}}'\n---\nHi {{default first_name \"there\"}}, {{default fields.plan \"Pro\"}}"),
+        (
+            "t.hbs",
+            "---\nsubject: '{{default fields.plan \"Pro\"}}'\n---\nHi {{default first_name \"there\"}}, {{default fields.plan \"Pro\"}}",
+        ),
         ("t.html.hbs", "<p>{{default fields.note \"<none>\"}}</p>"),
     ]);
     let t = Templates::load(dir.path()).unwrap();
