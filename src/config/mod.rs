@@ -18,8 +18,13 @@ use crate::schedule::{Calendar, SendWindow};
 use crate::templates::Templates;
 
 mod load;
+mod sequence;
+mod tree;
 
-pub use load::{load, Problem, Problems, Severity};
+#[cfg(test)]
+mod tests;
+
+pub use load::{load, load_with_env, missing_secrets, Problem, Problems, Severity, DATABASE_URL_ENV, DEFAULT_STAGES};
 
 /// Everything `cadence` needs to run, validated.
 #[derive(Debug, Clone)]
