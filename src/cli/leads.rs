@@ -261,7 +261,7 @@ pub async fn preview(cli: &Cli, template: &str, email: &str) -> CliResult {
     let rendered = ctx
         .cfg
         .templates
-        .render(template, &crate::templates::lead_context(&lead, rep, &url, 1))
+        .render(template, &crate::engine::render_context(&lead, rep, &url, 1))
         .map_err(|e| Failure::new(super::EXIT_FAILURE, e.to_string()))?;
     println!("From: {} <{}>", rep.name, rep.email);
     println!("To: {} <{}>", lead.full_name(), lead.email);

@@ -373,7 +373,7 @@ impl Policy<'_> {
 
     fn render(&self, seq: &crate::config::Sequence, rep: &Rep, e: &EnrollmentRow, lead: &LeadRow, template: &str, step_no: i64) -> Result<templates::Rendered, String> {
         let url = self.engine.unsubscribe_url(self.cfg, lead.id);
-        let ctx = templates::lead_context(lead, rep, &url, step_no);
+        let ctx = render_context(lead, rep, &url, step_no as usize);
         let _ = (seq, e);
         self.cfg.templates.render(template, &ctx).map_err(|err| err.to_string())
     }
@@ -472,6 +472,21 @@ impl ClaimPolicy for Policy<'_> {
         };
         Decision::Send(send, SendJob { outgoing, phase, step })
     }
+}
+
+/// The variables a template sees for this lead and rep.
+pub fn render_context(lead: &LeadRow, rep: &Rep, unsubscribe_url: &str, step: usize) -> serde_json::Value {
+    let fields = lead.custom_fields();
+    let vars = templates::LeadVars {
+        email: &lead.email,
+        first_name: lead.first_name.as_deref(),
+        last_name: lead.last_name.as_deref(),
+        company: lead.company.as_deref(),
+        title: lead.title.as_deref(),
+        value: lead.value,
+        fields: &fields,
+    };
+    templates::lead_context(&vars, &rep.into(), unsubscribe_url, step)
 }
 
 /// `Re: ` once, however many times the thread has been answered.
