@@ -5,10 +5,23 @@
 //! `is_transient()` decides retry versus bounce. Names and subjects are
 //! stripped of control characters again here, so no caller can inject a
 //! header even by mistake.
+//!
+//! Building ([`build`], [`prepare`]) is separate from sending
+//! ([`RepMailer`]) so the engine can build outside any lock and keep the
+//! exact bytes it sent.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use crate::config::{Rep, TransportKind};
 use crate::domain::EmailAddress;
+
+mod build;
+mod file;
+mod smtp;
+
+pub use build::{build, new_message_id, prepare, Prepared};
 
 /// One email ready to be built.
 #[derive(Clone, Debug)]
@@ -59,5 +72,56 @@ pub enum SendError {
 impl SendError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SendError::Transient(_))
+    }
+}
+
+/// Delivers one rep's mail through the rep's configured transport.
+///
+/// Cheap to share: `send` takes `&self`, and the SMTP connection pool inside
+/// is safe to use from many tasks at once.
+pub struct RepMailer {
+    transport: Transport,
+}
+
+enum Transport {
+    File(file::FileTransport),
+    Smtp(smtp::SmtpPool),
+}
+
+impl RepMailer {
+    /// Relative `smtp.dir` and `smtp.ca_file` resolve against `root`. Fails
+    /// (as `Local`) only on an unreadable CA file; a missing password shows
+    /// up at the first send.
+    pub fn new(rep: &Rep, root: &Path) -> Result<Self, SendError> {
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                root.join(p)
+            }
+        };
+        let transport = match rep.smtp.transport {
+            TransportKind::File => Transport::File(file::FileTransport::new(resolve(&rep.smtp.dir))),
+            TransportKind::Smtp => {
+                let ca = rep.smtp.ca_file.as_deref().map(resolve);
+                Transport::Smtp(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?)
+            }
+        };
+        Ok(RepMailer { transport })
+    }
+
+    /// Builds and sends one message. `Ok` means the server accepted it (or
+    /// the file is in place).
+    pub async fn send(&self, o: &Outgoing) -> Result<(), SendError> {
+        let prepared = prepare(o)?;
+        self.send_prepared(&prepared).await
+    }
+
+    /// Sends a message built earlier with [`prepare`].
+    pub async fn send_prepared(&self, p: &Prepared) -> Result<(), SendError> {
+        match &self.transport {
+            Transport::File(f) => f.send(p).await,
+            Transport::Smtp(s) => s.send(p).await,
+        }
     }
 }
