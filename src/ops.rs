@@ -69,7 +69,12 @@ impl Ctx {
     }
 
     /// Enrolls many leads at once (one transaction); each gets its outcome.
-    pub async fn enroll_many(&self, inputs: &[LeadInput], sequence: &str, rep: Option<&str>) -> Result<Vec<Result<Enrolled, Refusal>>, OpError> {
+    pub async fn enroll_many(
+        &self,
+        inputs: &[LeadInput],
+        sequence: &str,
+        rep: Option<&str>,
+    ) -> Result<Vec<Result<Enrolled, Refusal>>, OpError> {
         self.check_sequence(sequence)?;
         let explicit_rep = rep.is_some();
         let rep = self.pick_rep(rep)?;
@@ -112,7 +117,20 @@ impl Ctx {
     pub async fn pause(&self, email: &str) -> Result<(), OpError> {
         let lead = self.lead(email).await?;
         let now = self.clock.now_ms();
-        match self.store.transition(now, lead.id, &[EnrollmentState::Active], EnrollmentState::Paused, None, None, TouchKind::Paused, Some("paused by hand")).await? {
+        match self
+            .store
+            .transition(
+                now,
+                lead.id,
+                &[EnrollmentState::Active],
+                EnrollmentState::Paused,
+                None,
+                None,
+                TouchKind::Paused,
+                Some("paused by hand"),
+            )
+            .await?
+        {
             Some(_) => Ok(()),
             None => Err(OpError::Refused(format!("{} has no active enrollment to pause", lead.email))),
         }
@@ -145,7 +163,16 @@ impl Ctx {
         let now = self.clock.now_ms();
         match self
             .store
-            .transition(now, lead.id, &[EnrollmentState::Active, EnrollmentState::Paused], EnrollmentState::Completed, None, None, TouchKind::Unenrolled, Some("unenrolled by hand"))
+            .transition(
+                now,
+                lead.id,
+                &[EnrollmentState::Active, EnrollmentState::Paused],
+                EnrollmentState::Completed,
+                None,
+                None,
+                TouchKind::Unenrolled,
+                Some("unenrolled by hand"),
+            )
             .await?
         {
             Some(_) => Ok(()),
@@ -171,7 +198,18 @@ impl Ctx {
         let e = self.store.current_enrollment(lead.id).await?;
         let now = self.clock.now_ms();
         self.store
-            .add_touch(now, NewTouch { lead_id: lead.id, enrollment_id: e.map(|e| e.id), kind: Some(kind), at: now, rep: lead.owner.as_deref(), detail: Some(text), ..Default::default() })
+            .add_touch(
+                now,
+                NewTouch {
+                    lead_id: lead.id,
+                    enrollment_id: e.map(|e| e.id),
+                    kind: Some(kind),
+                    at: now,
+                    rep: lead.owner.as_deref(),
+                    detail: Some(text),
+                    ..Default::default()
+                },
+            )
             .await?;
         Ok(())
     }
@@ -181,10 +219,13 @@ impl Ctx {
         let pattern = match target.trim().strip_prefix('@') {
             Some(domain) => {
                 // Validate the domain through a throwaway address.
-                EmailAddress::parse(&format!("x@{domain}")).map_err(|e| FieldError::Invalid { field: "domain".into(), message: e.to_string() })?;
+                EmailAddress::parse(&format!("x@{domain}"))
+                    .map_err(|e| FieldError::Invalid { field: "domain".into(), message: e.to_string() })?;
                 format!("@{}", domain.to_lowercase())
             }
-            None => EmailAddress::parse(target).map_err(|e| FieldError::Invalid { field: "email".into(), message: e.to_string() })?.to_string(),
+            None => {
+                EmailAddress::parse(target).map_err(|e| FieldError::Invalid { field: "email".into(), message: e.to_string() })?.to_string()
+            }
         };
         Ok(self.store.suppress(self.clock.now_ms(), &pattern, reason, EnrollmentState::Unsubscribed).await?)
     }

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -33,9 +32,15 @@ pub struct SimulateArgs {
 
 /// The secret that signs unsubscribe links; required to send.
 fn require_secret(cfg: &config::Config) -> Result<Vec<u8>, Failure> {
-    config::secret(&cfg.daemon.secret_env)
-        .map(String::into_bytes)
-        .ok_or_else(|| Failure::new(EXIT_FAILURE, format!("environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env)", cfg.daemon.secret_env)))
+    config::secret(&cfg.daemon.secret_env).map(String::into_bytes).ok_or_else(|| {
+        Failure::new(
+            EXIT_FAILURE,
+            format!(
+                "environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env)",
+                cfg.daemon.secret_env
+            ),
+        )
+    })
 }
 
 async fn engine(cli: &Cli) -> Result<Arc<Engine>, Failure> {
@@ -133,14 +138,21 @@ pub fn simulate(cli: &Cli, a: &SimulateArgs) -> CliResult {
     };
     if let Some(r) = &a.region {
         if !cfg.calendars.contains_key(r) {
-            return Err(Failure::new(EXIT_USAGE, format!("--region {r}: no [[calendars]] named {r:?} (known: {})", cfg.calendars.keys().cloned().collect::<Vec<_>>().join(", "))));
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "--region {r}: no [[calendars]] named {r:?} (known: {})",
+                    cfg.calendars.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
         }
     }
     let rep = match &a.rep {
         Some(r) => Some(cfg.rep(r).ok_or_else(|| Failure::new(EXIT_USAGE, format!("--rep {r}: no such rep")))?),
         None => cfg.reps.first(),
     };
-    let sim = crate::engine::explain::simulate(&cfg, &a.sequence, tz, a.region.as_deref(), rep, start).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    let sim = crate::engine::explain::simulate(&cfg, &a.sequence, tz, a.region.as_deref(), rep, start)
+        .map_err(|e| Failure::new(EXIT_USAGE, e))?;
     if a.json {
         print_json(&sim);
     } else {
@@ -159,6 +171,3 @@ pub fn classify(file: &Path, json: bool) -> CliResult {
     }
     Ok(())
 }
-
-/// How long `run` waits for in-flight sends at shutdown before giving up.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);

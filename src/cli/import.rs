@@ -49,10 +49,16 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
     let file = std::fs::File::open(&a.file).map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot read {}: {e}", a.file.display())))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let ctx = cli.ctx().await?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let headers = match reader.byte_headers() {
         Ok(h) if !h.is_empty() && !(h.len() == 1 && h[0].is_empty()) => h.clone(),
-        Ok(_) => return Err(Failure::new(EXIT_FAILURE, format!("{}: the file is empty (a header row naming the fields is required)", a.file.display()))),
+        Ok(_) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                format!("{}: the file is empty (a header row naming the fields is required)", a.file.display()),
+            ))
+        }
         Err(e) => return Err(Failure::new(EXIT_FAILURE, format!("{}: cannot read the header row: {e}", a.file.display()))),
     };
     let headers: Vec<String> = headers
@@ -64,7 +70,10 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         })
         .collect();
     if !headers.iter().any(|h| h == "email") {
-        return Err(Failure::new(EXIT_FAILURE, format!("{}: line 1: the header row has no `email` column (found: {})", a.file.display(), headers.join(", "))));
+        return Err(Failure::new(
+            EXIT_FAILURE,
+            format!("{}: line 1: the header row has no `email` column (found: {})", a.file.display(), headers.join(", ")),
+        ));
     }
 
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -150,7 +159,12 @@ pub fn parse_row(headers: &[String], record: &csv::ByteRecord) -> Result<LeadInp
     Ok(lead)
 }
 
-async fn flush(ctx: &crate::ops::Ctx, a: &ImportArgs, batch: &mut Vec<(u64, LeadInput)>, summary: &mut ImportSummary) -> Result<(), Failure> {
+async fn flush(
+    ctx: &crate::ops::Ctx,
+    a: &ImportArgs,
+    batch: &mut Vec<(u64, LeadInput)>,
+    summary: &mut ImportSummary,
+) -> Result<(), Failure> {
     if batch.is_empty() {
         return Ok(());
     }

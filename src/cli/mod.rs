@@ -118,7 +118,9 @@ pub enum NoteKind {
 }
 
 fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2026-12-01T09:00:00Z): {e}"))
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2026-12-01T09:00:00Z): {e}"))
 }
 
 /// An error with the exit code it maps to.
@@ -181,7 +183,9 @@ impl Cli {
                 }
                 Ok(Arc::new(cfg))
             }
-            Err(problems) => Err(Failure::new(EXIT_FAILURE, format!("{problems}the config has errors; run `cadence check` for the full list"))),
+            Err(problems) => {
+                Err(Failure::new(EXIT_FAILURE, format!("{problems}the config has errors; run `cadence check` for the full list")))
+            }
         }
     }
 

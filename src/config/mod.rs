@@ -236,10 +236,7 @@ impl Config {
 
     /// Position of a stage in the pipeline; outcomes come after every stage.
     pub fn stage_rank(&self, stage: &str) -> usize {
-        self.stages
-            .iter()
-            .position(|s| s == stage)
-            .unwrap_or(self.stages.len())
+        self.stages.iter().position(|s| s == stage).unwrap_or(self.stages.len())
     }
 
     pub fn resolve(&self, path: &Path) -> PathBuf {

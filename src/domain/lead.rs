@@ -16,9 +16,7 @@ pub enum FieldError {
 impl FieldError {
     pub fn field(&self) -> &str {
         match self {
-            FieldError::Control { field }
-            | FieldError::TooLong { field, .. }
-            | FieldError::Invalid { field, .. } => field,
+            FieldError::Control { field } | FieldError::TooLong { field, .. } | FieldError::Invalid { field, .. } => field,
         }
     }
 }
@@ -29,15 +27,10 @@ const MAX_FIELD: usize = 1000;
 /// absurd lengths. Tabs are refused too: no lead field needs one.
 pub fn check_field(field: &str, value: &str) -> Result<(), FieldError> {
     if value.chars().any(char::is_control) {
-        return Err(FieldError::Control {
-            field: field.to_string(),
-        });
+        return Err(FieldError::Control { field: field.to_string() });
     }
     if value.chars().count() > MAX_FIELD {
-        return Err(FieldError::TooLong {
-            field: field.to_string(),
-            max: MAX_FIELD,
-        });
+        return Err(FieldError::TooLong { field: field.to_string(), max: MAX_FIELD });
     }
     Ok(())
 }
@@ -60,23 +53,12 @@ pub struct LeadInput {
 }
 
 /// Names of the built-in lead columns (CSV headers and API fields).
-pub const LEAD_COLUMNS: &[&str] = &[
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "timezone",
-    "region",
-    "value",
-];
+pub const LEAD_COLUMNS: &[&str] = &["email", "first_name", "last_name", "company", "title", "timezone", "region", "value"];
 
 impl LeadInput {
     /// Builds an input from named raw strings (CLI flags, CSV cells, JSON).
     /// Empty strings count as "not given". Unknown names become custom fields.
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, FieldError> {
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, FieldError> {
         let mut lead = LeadInput::default();
         for (name, raw) in pairs {
             lead.set(name, raw)?;
@@ -87,11 +69,7 @@ impl LeadInput {
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), FieldError> {
         let key = name.trim();
         let value = raw.trim();
-        let label = if LEAD_COLUMNS.contains(&key) {
-            key.to_string()
-        } else {
-            format!("fields.{key}")
-        };
+        let label = if LEAD_COLUMNS.contains(&key) { key.to_string() } else { format!("fields.{key}") };
         check_field(&label, value)?;
         if value.is_empty() {
             return Ok(());
@@ -99,10 +77,8 @@ impl LeadInput {
         let text = || Some(value.to_string());
         match key {
             "email" => {
-                self.email = Some(EmailAddress::parse(value).map_err(|e| FieldError::Invalid {
-                    field: "email".into(),
-                    message: e.to_string(),
-                })?)
+                self.email =
+                    Some(EmailAddress::parse(value).map_err(|e| FieldError::Invalid { field: "email".into(), message: e.to_string() })?)
             }
             "first_name" => self.first_name = text(),
             "last_name" => self.last_name = text(),
@@ -110,31 +86,17 @@ impl LeadInput {
             "title" => self.title = text(),
             "region" => self.region = text(),
             "timezone" => {
-                self.timezone =
-                    Some(
-                        parse_timezone(value).map_err(|message| FieldError::Invalid {
-                            field: "timezone".into(),
-                            message,
-                        })?,
-                    )
+                self.timezone = Some(parse_timezone(value).map_err(|message| FieldError::Invalid { field: "timezone".into(), message })?)
             }
             "value" => {
-                let v: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-                    .ok_or_else(|| FieldError::Invalid {
-                        field: "value".into(),
-                        message: format!("{value:?} is not a non-negative number"),
-                    })?;
+                let v: f64 = value.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| FieldError::Invalid {
+                    field: "value".into(),
+                    message: format!("{value:?} is not a non-negative number"),
+                })?;
                 self.value = Some(v);
             }
             _ => {
-                if key.is_empty()
-                    || !key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
+                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                     return Err(FieldError::Invalid {
                         field: label,
                         message: "custom field names use letters, digits, `_` and `-`".into(),
@@ -150,14 +112,10 @@ impl LeadInput {
 /// IANA names only: `America/New_York`, `UTC`. Abbreviations such as `PST`
 /// or offsets such as `+02:00` are refused because they carry no DST rules.
 pub fn parse_timezone(s: &str) -> Result<chrono_tz::Tz, String> {
-    let tz: chrono_tz::Tz = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IANA time zone name (e.g. Europe/Berlin)"))?;
+    let tz: chrono_tz::Tz = s.parse().map_err(|_| format!("{s:?} is not an IANA time zone name (e.g. Europe/Berlin)"))?;
     let is_iana = s == "UTC" || s.contains('/');
     if !is_iana {
-        return Err(format!(
-            "{s:?} is an abbreviation, not an IANA time zone name (e.g. America/Los_Angeles)"
-        ));
+        return Err(format!("{s:?} is an abbreviation, not an IANA time zone name (e.g. America/Los_Angeles)"));
     }
     Ok(tz)
 }
@@ -168,14 +126,8 @@ mod tests {
 
     #[test]
     fn builds_from_pairs_with_custom_fields() {
-        let l = LeadInput::from_pairs([
-            ("email", "A@B.io"),
-            ("first_name", "Ana"),
-            ("value", "1200.5"),
-            ("plan", "pro"),
-            ("title", ""),
-        ])
-        .unwrap();
+        let l = LeadInput::from_pairs([("email", "A@B.io"), ("first_name", "Ana"), ("value", "1200.5"), ("plan", "pro"), ("title", "")])
+            .unwrap();
         assert_eq!(l.email.unwrap().as_str(), "a@b.io");
         assert_eq!(l.first_name.as_deref(), Some("Ana"));
         assert_eq!(l.value, Some(1200.5));
@@ -185,11 +137,7 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_naming_the_field() {
-        for (name, label) in [
-            ("first_name", "first_name"),
-            ("company", "company"),
-            ("plan", "fields.plan"),
-        ] {
+        for (name, label) in [("first_name", "first_name"), ("company", "company"), ("plan", "fields.plan")] {
             for evil in ["Ana\r\nBcc: x@evil.com", "Ana\nX", "Ana\0", "A\tB"] {
                 let e = LeadInput::from_pairs([(name, evil)]).unwrap_err();
                 assert_eq!(e.field(), label, "{evil:?}");
@@ -210,17 +158,7 @@ mod tests {
 
     #[test]
     fn value_must_be_a_number() {
-        assert_eq!(
-            LeadInput::from_pairs([("value", "lots")])
-                .unwrap_err()
-                .field(),
-            "value"
-        );
-        assert_eq!(
-            LeadInput::from_pairs([("value", "-5")])
-                .unwrap_err()
-                .field(),
-            "value"
-        );
+        assert_eq!(LeadInput::from_pairs([("value", "lots")]).unwrap_err().field(), "value");
+        assert_eq!(LeadInput::from_pairs([("value", "-5")]).unwrap_err().field(), "value");
     }
 }

@@ -8,8 +8,8 @@
 mod email;
 mod lead;
 mod states;
-mod wait;
 pub mod token;
+mod wait;
 
 pub use email::{EmailAddress, EmailError};
 pub use lead::{check_field, parse_timezone, FieldError, LeadInput, LEAD_COLUMNS};

@@ -27,9 +27,7 @@ impl Wait {
     pub const ZERO: Wait = Wait::Seconds(0);
 
     pub fn parse(raw: &str) -> Result<Wait, WaitError> {
-        let err = || WaitError {
-            input: raw.to_string(),
-        };
+        let err = || WaitError { input: raw.to_string() };
         let s = raw.trim().to_ascii_lowercase();
         let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         if digits_end == 0 {
@@ -63,10 +61,7 @@ impl Wait {
     }
 
     pub fn is_zero(self) -> bool {
-        matches!(
-            self,
-            Wait::Seconds(0) | Wait::Days(0) | Wait::BusinessDays(0)
-        )
+        matches!(self, Wait::Seconds(0) | Wait::Days(0) | Wait::BusinessDays(0))
     }
 }
 
@@ -106,10 +101,7 @@ mod tests {
         assert_eq!(Wait::parse("2 days"), Ok(Wait::Days(2)));
         assert_eq!(Wait::parse("3 business days"), Ok(Wait::BusinessDays(3)));
         assert_eq!(Wait::parse("1 business day"), Ok(Wait::BusinessDays(1)));
-        assert_eq!(
-            Wait::parse(" 2  Business   Days "),
-            Ok(Wait::BusinessDays(2))
-        );
+        assert_eq!(Wait::parse(" 2  Business   Days "), Ok(Wait::BusinessDays(2)));
         assert_eq!(Wait::parse("0s"), Ok(Wait::ZERO));
         assert_eq!(Wait::parse("0"), Ok(Wait::ZERO));
         assert_eq!(Wait::parse("2 weeks"), Ok(Wait::Days(14)));
@@ -137,15 +129,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "30s",
-            "15m",
-            "4 hours",
-            "1 day",
-            "2 days",
-            "3 business days",
-            "1 business day",
-        ] {
+        for s in ["30s", "15m", "4 hours", "1 day", "2 days", "3 business days", "1 business day"] {
             let w = Wait::parse(s).unwrap();
             assert_eq!(Wait::parse(&w.to_string()).unwrap(), w, "{s}");
         }

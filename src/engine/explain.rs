@@ -66,7 +66,12 @@ fn next_label(cfg: &Config, e: &EnrollmentRow) -> (Phase, String) {
     let (phase, step) = plan::effective_phase(seq, e);
     let label = match (phase, step) {
         (Phase::Step, Some(i)) => match &seq.steps[i].kind {
-            StepKind::Email { templates, .. } => format!("email {} of {} ({})", i + 1, seq.steps.len(), templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / ")),
+            StepKind::Email { templates, .. } => format!(
+                "email {} of {} ({})",
+                i + 1,
+                seq.steps.len(),
+                templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / ")
+            ),
             StepKind::Task { task, .. } => format!("task {} ({task})", i + 1),
         },
         (Phase::LastChance, _) => format!("last chance ({})", seq.last_chance.as_ref().map_or("-", |l| l.template.as_str())),
@@ -98,7 +103,12 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
     }
     for s in ctx.store.sends_for_lead(lead.id).await? {
         if s.state == "send_unknown" {
-            x.reasons.push(format!("email {} ({}) of {} has an unknown outcome (the daemon stopped mid-send); it is never resent", s.step.unwrap_or(0) + 1, s.message_id, from_ms(s.claimed_at).format("%Y-%m-%d %H:%M UTC")));
+            x.reasons.push(format!(
+                "email {} ({}) of {} has an unknown outcome (the daemon stopped mid-send); it is never resent",
+                s.step.unwrap_or(0) + 1,
+                s.message_id,
+                from_ms(s.claimed_at).format("%Y-%m-%d %H:%M UTC")
+            ));
         }
     }
     let Some(e) = ctx.store.current_enrollment(lead.id).await? else {
@@ -167,7 +177,12 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
         let since = plan::day_start(now, rep.timezone).timestamp_millis();
         let (today, to_domain, last) = ctx.store.rep_usage(&rep.id, since, &lead.domain).await?;
         if today >= i64::from(rep.daily_limit) {
-            held.push(format!("daily cap: {today}/{} sent today by {} (resets at midnight {})", rep.daily_limit, rep.id, rep.timezone.name()));
+            held.push(format!(
+                "daily cap: {today}/{} sent today by {} (resets at midnight {})",
+                rep.daily_limit,
+                rep.id,
+                rep.timezone.name()
+            ));
         }
         if let Some(cap) = rep.domain_daily_limit {
             if to_domain >= i64::from(cap) {
@@ -183,7 +198,12 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
         if rep.imap.is_some() {
             match ctx.store.inbox_synced_at(&rep.id).await? {
                 Some(at) if now - from_ms(at) <= chrono::Duration::from_std(cfg.daemon.max_inbox_lag).unwrap_or_default() => {}
-                Some(at) => held.push(format!("inbox lag: {}'s inbox last synced {} (max_inbox_lag {:?}); sending waits so nothing goes out after a reply", rep.id, local(from_ms(at), rep.timezone), cfg.daemon.max_inbox_lag)),
+                Some(at) => held.push(format!(
+                    "inbox lag: {}'s inbox last synced {} (max_inbox_lag {:?}); sending waits so nothing goes out after a reply",
+                    rep.id,
+                    local(from_ms(at), rep.timezone),
+                    cfg.daemon.max_inbox_lag
+                )),
                 None => held.push(format!("inbox lag: {}'s inbox has never synced; sending waits for it", rep.id)),
             }
         }
@@ -193,7 +213,11 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
     if !schedule::is_open(now, &seq.send_window, lt.tz, lt.calendar) {
         held.push("the send window is closed right now".into());
     }
-    x.summary = if held.is_empty() { format!("{label} is due now and goes out at the next pass") } else { format!("{label} is due but held: {}", held.join("; ")) };
+    x.summary = if held.is_empty() {
+        format!("{label} is due now and goes out at the next pass")
+    } else {
+        format!("{label} is due but held: {}", held.join("; "))
+    };
     x.reasons.extend(held);
     Ok(x)
 }
@@ -223,7 +247,13 @@ impl Simulation {
         let mut s = format!("{} for a lead in {}, enrolled {}:\n", self.sequence, self.timezone, self.start);
         for r in &self.rows {
             let rep = r.rep_time.as_ref().map_or(String::new(), |t| format!("  (rep: {t})"));
-            s.push_str(&format!("  {:>2}. {:<24} {}{rep}{}\n", r.n, r.action, r.lead_time, if r.note.is_empty() { String::new() } else { format!("  {}", r.note) }));
+            s.push_str(&format!(
+                "  {:>2}. {:<24} {}{rep}{}\n",
+                r.n,
+                r.action,
+                r.lead_time,
+                if r.note.is_empty() { String::new() } else { format!("  {}", r.note) }
+            ));
         }
         s
     }
@@ -231,8 +261,17 @@ impl Simulation {
 
 /// The times a new enrollment would get if nobody replied, from the same
 /// planning code the engine runs (each email assumed sent when due).
-pub fn simulate(cfg: &Config, sequence: &str, tz: Tz, region: Option<&str>, rep: Option<&Rep>, start: DateTime<Utc>) -> Result<Simulation, String> {
-    let seq = cfg.sequence(sequence).ok_or_else(|| format!("no sequence `{sequence}` (known: {})", cfg.sequences.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+pub fn simulate(
+    cfg: &Config,
+    sequence: &str,
+    tz: Tz,
+    region: Option<&str>,
+    rep: Option<&Rep>,
+    start: DateTime<Utc>,
+) -> Result<Simulation, String> {
+    let seq = cfg
+        .sequence(sequence)
+        .ok_or_else(|| format!("no sequence `{sequence}` (known: {})", cfg.sequences.keys().cloned().collect::<Vec<_>>().join(", ")))?;
     let calendar = cfg.calendar_for(region);
     let lt = LeadTime { tz, calendar };
     let (due, next) = plan::first_schedule(seq, &lt, start);
@@ -272,7 +311,9 @@ pub fn simulate(cfg: &Config, sequence: &str, tz: Tz, region: Option<&str>, rep:
             .unwrap_or_default();
         let (action, template) = match (phase, step) {
             (Phase::Step, Some(i)) => match &seq.steps[i].kind {
-                StepKind::Email { templates, .. } => (format!("email {}", i + 1), Some(templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / "))),
+                StepKind::Email { templates, .. } => {
+                    (format!("email {}", i + 1), Some(templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / ")))
+                }
                 StepKind::Task { task, .. } => (format!("task {} ({task})", i + 1), None),
             },
             (Phase::LastChance, _) => ("last chance".to_string(), seq.last_chance.as_ref().map(|l| l.template.clone())),

@@ -21,9 +21,35 @@ const MAX_AUTO_PAUSE_DAYS: i64 = 30;
 /// Addresses at these domains are people, not companies: a reply from one
 /// never stops colleagues.
 const FREE_MAIL: &[&str] = &[
-    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.id", "yahoo.co.uk", "ymail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
-    "icloud.com", "me.com", "mac.com", "aol.com", "proton.me", "protonmail.com", "gmx.com", "gmx.de", "gmx.net", "web.de", "yandex.com", "yandex.ru",
-    "mail.ru", "qq.com", "163.com", "126.com", "zoho.com", "fastmail.com", "hey.com",
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "yahoo.co.id",
+    "yahoo.co.uk",
+    "ymail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "yandex.com",
+    "yandex.ru",
+    "mail.ru",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "zoho.com",
+    "fastmail.com",
+    "hey.com",
 ];
 
 pub fn is_free_mail(domain: &str) -> bool {
@@ -77,7 +103,14 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
     }
     let Some(lead) = lead else {
         handled.ignored = Some("matches no lead");
-        let action = InboundAction { rep: rep_id, message_key: &key, kind: TouchKind::Note, lead_id: None, at: now.timestamp_millis(), ..blank(rep_id, &key) };
+        let action = InboundAction {
+            rep: rep_id,
+            message_key: &key,
+            kind: TouchKind::Note,
+            lead_id: None,
+            at: now.timestamp_millis(),
+            ..blank(rep_id, &key)
+        };
         store.record_inbound(now.timestamp_millis(), &action, &|_| 0).await?;
         return Ok(handled);
     };
@@ -86,7 +119,14 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
     let seq = enrollment.as_ref().and_then(|e| cfg.sequence(&e.sequence));
     let at = v.date.unwrap_or(now).timestamp_millis();
     let detail = describe(&v);
-    let mut action = InboundAction { lead_id: Some(lead.id), at, subject: v.subject.as_deref(), message_id: v.message_id.as_deref(), detail: Some(&detail), ..blank(rep_id, &key) };
+    let mut action = InboundAction {
+        lead_id: Some(lead.id),
+        at,
+        subject: v.subject.as_deref(),
+        message_id: v.message_id.as_deref(),
+        detail: Some(&detail),
+        ..blank(rep_id, &key)
+    };
     let tz = lead.tz(cfg.daemon.timezone);
     match v.kind {
         Kind::Reply => {

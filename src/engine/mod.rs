@@ -158,7 +158,9 @@ impl Engine {
                 _ => None,
             };
             let ack = match advance {
-                Some(advance) => Ack::Unknown { error: "the daemon stopped while this email was being sent; it is not sent again".into(), advance },
+                Some(advance) => {
+                    Ack::Unknown { error: "the daemon stopped while this email was being sent; it is not sent again".into(), advance }
+                }
                 None => Ack::Failed { error: "the daemon stopped while this email was being sent".into() },
             };
             if self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
@@ -237,7 +239,12 @@ impl Engine {
 
     /// When a resumed enrollment acts next: its pending due time, or now if
     /// that has passed, moved into the window.
-    pub async fn reschedule_on_resume(&self, cfg: &Config, e: &EnrollmentRow, now: DateTime<Utc>) -> Result<(Option<i64>, Option<i64>), EngineError> {
+    pub async fn reschedule_on_resume(
+        &self,
+        cfg: &Config,
+        e: &EnrollmentRow,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<i64>, Option<i64>), EngineError> {
         let Some(lead) = self.store.lead_by_id(e.lead_id).await? else { return Ok((None, None)) };
         let Some(seq) = cfg.sequence(&e.sequence) else { return Ok((None, None)) };
         let lt = LeadTime::of(cfg, &lead);
@@ -268,7 +275,14 @@ impl Engine {
         });
     }
 
-    async fn finish_send(&self, send_id: i64, e: &EnrollmentRow, lead: &LeadRow, job: &SendJob, result: Result<(), SendError>) -> Result<(), EngineError> {
+    async fn finish_send(
+        &self,
+        send_id: i64,
+        e: &EnrollmentRow,
+        lead: &LeadRow,
+        job: &SendJob,
+        result: Result<(), SendError>,
+    ) -> Result<(), EngineError> {
         let cfg = self.config();
         let now = self.clock.now();
         let lt = LeadTime::of(&cfg, lead);
@@ -371,7 +385,15 @@ impl Policy<'_> {
         None
     }
 
-    fn render(&self, seq: &crate::config::Sequence, rep: &Rep, e: &EnrollmentRow, lead: &LeadRow, template: &str, step_no: i64) -> Result<templates::Rendered, String> {
+    fn render(
+        &self,
+        seq: &crate::config::Sequence,
+        rep: &Rep,
+        e: &EnrollmentRow,
+        lead: &LeadRow,
+        template: &str,
+        step_no: i64,
+    ) -> Result<templates::Rendered, String> {
         let url = self.engine.unsubscribe_url(self.cfg, lead.id);
         let ctx = render_context(lead, rep, &url, step_no as usize);
         let _ = (seq, e);

@@ -85,11 +85,8 @@ pub fn advance_after_send(
         (Phase::Step, Some(i)) => matches!(seq.steps[i].kind, StepKind::Email { new_thread: true, .. }) || e.thread_refs.is_empty(),
         _ => e.thread_refs.is_empty(),
     };
-    let (thread_refs, thread_subject) = if new_thread {
-        (message_id.to_string(), Some(subject.to_string()))
-    } else {
-        (format!("{} {message_id}", e.thread_refs), None)
-    };
+    let (thread_refs, thread_subject) =
+        if new_thread { (message_id.to_string(), Some(subject.to_string())) } else { (format!("{} {message_id}", e.thread_refs), None) };
     let touches = e.touches + 1;
     let done = |state: EnrollmentState| Advance {
         state,

@@ -102,12 +102,7 @@ impl Verdict {
         line("lead:", self.lead.as_deref().unwrap_or(none));
         line("from:", self.from.as_deref().unwrap_or(none));
         line("subject:", self.subject.as_deref().unwrap_or(none));
-        line(
-            "date:",
-            &self
-                .date
-                .map_or_else(|| none.to_string(), |d| d.to_rfc3339()),
-        );
+        line("date:", &self.date.map_or_else(|| none.to_string(), |d| d.to_rfc3339()));
         line("message-id:", self.message_id.as_deref().unwrap_or(none));
         if self.refers_to.is_empty() {
             line("refers to:", none);
@@ -117,12 +112,7 @@ impl Verdict {
             }
         }
         if self.kind == Kind::AutoReply || self.return_date.is_some() {
-            line(
-                "returns:",
-                &self
-                    .return_date
-                    .map_or_else(|| "not stated".to_string(), |d| d.to_string()),
-            );
+            line("returns:", &self.return_date.map_or_else(|| "not stated".to_string(), |d| d.to_string()));
         }
         if self.matched.is_empty() {
             line("matched:", none);
@@ -131,14 +121,7 @@ impl Verdict {
                 line(if i == 0 { "matched:" } else { "" }, m);
             }
         }
-        line(
-            "snippet:",
-            if self.snippet.is_empty() {
-                none
-            } else {
-                &self.snippet
-            },
-        );
+        line("snippet:", if self.snippet.is_empty() { none } else { &self.snippet });
         out
     }
 }
@@ -147,18 +130,14 @@ impl Verdict {
 pub fn classify(raw: &[u8]) -> Verdict {
     // mail-parser is robust but third-party; a panic deep in MIME recovery
     // must not take down the inbox watcher.
-    std::panic::catch_unwind(|| classify_inner(raw))
-        .unwrap_or_else(|_| Verdict::unknown("message could not be parsed"))
+    std::panic::catch_unwind(|| classify_inner(raw)).unwrap_or_else(|_| Verdict::unknown("message could not be parsed"))
 }
 
 fn classify_inner(raw: &[u8]) -> Verdict {
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Verdict::unknown("empty message");
     }
-    let Some(msg) = MessageParser::default()
-        .parse(raw)
-        .filter(|m| !m.parts.is_empty())
-    else {
+    let Some(msg) = MessageParser::default().parse(raw).filter(|m| !m.parts.is_empty()) else {
         return Verdict::unknown("message could not be parsed");
     };
     let mail = Mail::new(&msg);
@@ -170,10 +149,7 @@ fn classify_inner(raw: &[u8]) -> Verdict {
         message_id: msg.message_id().and_then(clean_id),
         refers_to: Vec::new(),
         subject: msg.subject().map(|s| s.trim().to_string()),
-        date: msg
-            .date()
-            .filter(|d| d.is_valid())
-            .and_then(|d| DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0)),
+        date: msg.date().filter(|d| d.is_valid()).and_then(|d| DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0)),
         snippet: quote::snippet(&mail.body),
         matched: Vec::new(),
         return_date: None,
@@ -203,19 +179,11 @@ impl Mail {
     fn new(msg: &Message<'_>) -> Mail {
         let first = msg.from().and_then(|a| a.first());
         Mail {
-            from: first
-                .and_then(|a| a.address.as_deref())
-                .map(|a| a.trim().to_lowercase())
-                .filter(|a| !a.is_empty()),
-            from_name: first
-                .and_then(|a| a.name.as_deref())
-                .unwrap_or("")
-                .to_lowercase(),
+            from: first.and_then(|a| a.address.as_deref()).map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty()),
+            from_name: first.and_then(|a| a.name.as_deref()).unwrap_or("").to_lowercase(),
             subject: msg.subject().unwrap_or("").trim().to_string(),
             body: msg.body_text(0).map(Cow::into_owned).unwrap_or_default(),
-            local_date: msg.date().and_then(|d| {
-                NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
-            }),
+            local_date: msg.date().and_then(|d| NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))),
         }
     }
 
@@ -224,56 +192,35 @@ impl Mail {
         self.from.as_deref().is_some_and(|a| {
             let local = a.split('@').next().unwrap_or("");
             bounce::is_system_address(a) && !matches!(local, "noreply" | "no-reply" | "abuse")
-        }) || [
-            "mail delivery",
-            "mailer-daemon",
-            "mailer daemon",
-            "postmaster",
-            "mail administrator",
-        ]
-        .iter()
-        .any(|n| self.from_name.contains(n))
+        }) || ["mail delivery", "mailer-daemon", "mailer daemon", "postmaster", "mail administrator"]
+            .iter()
+            .any(|n| self.from_name.contains(n))
     }
 }
 
 /// A header's unfolded raw value, for headers mail-parser has no model of.
 fn header(msg: &Message<'_>, name: &str) -> Option<String> {
     let part = msg.parts.first()?;
-    let h = part
-        .headers
-        .iter()
-        .find(|h| h.name().eq_ignore_ascii_case(name))?;
-    let bytes = msg
-        .raw_message
-        .get(h.offset_start() as usize..h.offset_end() as usize)?;
+    let h = part.headers.iter().find(|h| h.name().eq_ignore_ascii_case(name))?;
+    let bytes = msg.raw_message.get(h.offset_start() as usize..h.offset_end() as usize)?;
     let text = String::from_utf8_lossy(bytes);
     Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 fn has_header(msg: &Message<'_>, name: &str) -> bool {
-    msg.parts.first().is_some_and(|p| {
-        p.headers
-            .iter()
-            .any(|h| h.name().eq_ignore_ascii_case(name))
-    })
+    msg.parts.first().is_some_and(|p| p.headers.iter().any(|h| h.name().eq_ignore_ascii_case(name)))
 }
 
 fn clean_id(id: &str) -> Option<String> {
-    let id = id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>').trim();
     (!id.is_empty()).then(|| id.to_string())
 }
 
 fn ids(value: &HeaderValue<'_>) -> Vec<String> {
     match value {
-        HeaderValue::Text(t) => bounce::angle_ids(t)
-            .into_iter()
-            .chain(clean_id(t).filter(|t| !t.contains(' ') && !t.contains('<')))
-            .take(1)
-            .collect(),
+        HeaderValue::Text(t) => {
+            bounce::angle_ids(t).into_iter().chain(clean_id(t).filter(|t| !t.contains(' ') && !t.contains('<'))).take(1).collect()
+        }
         HeaderValue::TextList(list) => list.iter().filter_map(|t| clean_id(t)).collect(),
         _ => Vec::new(),
     }
@@ -285,38 +232,23 @@ fn dedup(list: &mut Vec<String>) {
 }
 
 fn part_type(part: &mail_parser::MessagePart<'_>) -> String {
-    part.content_type().map_or_else(String::new, |ct| {
-        format!(
-            "{}/{}",
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().unwrap_or("").to_ascii_lowercase()
-        )
-    })
+    part.content_type()
+        .map_or_else(String::new, |ct| format!("{}/{}", ct.ctype().to_ascii_lowercase(), ct.subtype().unwrap_or("").to_ascii_lowercase()))
 }
 
 fn report_type(msg: &Message<'_>) -> Option<String> {
     let ct = msg.parts.first()?.content_type()?;
-    if !ct.ctype().eq_ignore_ascii_case("multipart")
-        || !ct
-            .subtype()
-            .is_some_and(|s| s.eq_ignore_ascii_case("report"))
-    {
+    if !ct.ctype().eq_ignore_ascii_case("multipart") || !ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")) {
         return None;
     }
-    Some(
-        ct.attribute("report-type")
-            .unwrap_or("")
-            .to_ascii_lowercase(),
-    )
+    Some(ct.attribute("report-type").unwrap_or("").to_ascii_lowercase())
 }
 
 fn part_text(part: &mail_parser::MessagePart<'_>) -> Option<String> {
     match &part.body {
         PartType::Text(t) => Some(t.to_string()),
         PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
-        PartType::Binary(b) | PartType::InlineBinary(b) => {
-            Some(String::from_utf8_lossy(b).into_owned())
-        }
+        PartType::Binary(b) | PartType::InlineBinary(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     }
 }
@@ -346,30 +278,18 @@ impl Original<'_> {
         self.messages
             .iter()
             .filter(|m| !m.parts.is_empty())
-            .find_map(|m| {
-                m.to()?
-                    .first()?
-                    .address
-                    .as_deref()
-                    .and_then(bounce::clean_address)
-            })
+            .find_map(|m| m.to()?.first()?.address.as_deref().and_then(bounce::clean_address))
             .or_else(|| {
                 self.quoted_text.lines().find_map(|l| {
                     let l = l.trim_start();
-                    let rest = l
-                        .strip_prefix("To:")
-                        .or_else(|| l.strip_prefix("TO:"))
-                        .or_else(|| l.strip_prefix("to:"))?;
+                    let rest = l.strip_prefix("To:").or_else(|| l.strip_prefix("TO:")).or_else(|| l.strip_prefix("to:"))?;
                     rest.split([',', ' ']).find_map(bounce::clean_address)
                 })
             })
     }
 
     fn from(&self) -> Option<String> {
-        self.messages
-            .iter()
-            .filter(|m| !m.parts.is_empty())
-            .find_map(|m| m.from()?.first()?.address.as_deref().map(str::to_lowercase))
+        self.messages.iter().filter(|m| !m.parts.is_empty()).find_map(|m| m.from()?.first()?.address.as_deref().map(str::to_lowercase))
     }
 
     fn header(&self, name: &str) -> Option<String> {
@@ -397,10 +317,7 @@ fn originals<'a>(msg: &'a Message<'a>) -> Original<'a> {
             }
         }
     }
-    Original {
-        messages,
-        quoted_text: String::new(),
-    }
+    Original { messages, quoted_text: String::new() }
 }
 
 /// The text parts of the report itself (not of the returned original).
@@ -424,38 +341,23 @@ fn notice_texts(msg: &Message<'_>) -> String {
 /// RFC 5965 feedback reports, Hotmail's older JMRP reports, and SES
 /// complaint notifications.
 fn complaint(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
-    let feedback_part = msg
-        .parts
-        .iter()
-        .find(|p| part_type(p) == "message/feedback-report");
+    let feedback_part = msg.parts.iter().find(|p| part_type(p) == "message/feedback-report");
     let report = report_type(msg);
     let orig = originals(msg);
     if report.as_deref() == Some("feedback-report") || feedback_part.is_some() {
         v.kind = Kind::Complaint;
-        v.matched
-            .push(if report.as_deref() == Some("feedback-report") {
-                "Content-Type: multipart/report; report-type=feedback-report".to_string()
-            } else {
-                "part message/feedback-report".to_string()
-            });
-        let fields = feedback_part
-            .and_then(part_text)
-            .map(|t| bounce::fields(&t))
-            .unwrap_or_default();
-        let field = |n: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == n)
-                .and_then(|(_, val)| bounce::clean_address(val))
-        };
+        v.matched.push(if report.as_deref() == Some("feedback-report") {
+            "Content-Type: multipart/report; report-type=feedback-report".to_string()
+        } else {
+            "part message/feedback-report".to_string()
+        });
+        let fields = feedback_part.and_then(part_text).map(|t| bounce::fields(&t)).unwrap_or_default();
+        let field = |n: &str| fields.iter().find(|(k, _)| k == n).and_then(|(_, val)| bounce::clean_address(val));
         if let Some(ft) = fields.iter().find(|(k, _)| k == "feedback-type") {
             v.matched.push(format!("Feedback-Type: {}", ft.1));
         }
         v.lead = field("original-rcpt-to")
-            .or_else(|| {
-                orig.header("X-HmXmrOriginalRecipient")
-                    .and_then(|a| bounce::clean_address(&a))
-            })
+            .or_else(|| orig.header("X-HmXmrOriginalRecipient").and_then(|a| bounce::clean_address(&a)))
             .or_else(|| orig.to())
             .or_else(|| field("removal-recipient"));
         v.refers_to.extend(orig.ids());
@@ -463,8 +365,7 @@ fn complaint(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
     }
     if let Some(rcpt) = orig.header("X-HmXmrOriginalRecipient") {
         v.kind = Kind::Complaint;
-        v.matched
-            .push("returned message carries X-HmXmrOriginalRecipient (Hotmail JMRP)".into());
+        v.matched.push("returned message carries X-HmXmrOriginalRecipient (Hotmail JMRP)".into());
         v.lead = bounce::clean_address(&rcpt).or_else(|| orig.to());
         v.refers_to.extend(orig.ids());
         return true;
@@ -497,11 +398,7 @@ fn ses_notification(body: &str) -> Option<Ses> {
     let value_after = |key: &str| -> Option<String> {
         let at = flat.find(&format!("\"{key}\""))?;
         let rest = &flat[at + key.len() + 2..];
-        let rest = rest
-            .trim_start()
-            .strip_prefix(':')?
-            .trim_start()
-            .strip_prefix('"')?;
+        let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
         Some(rest[..rest.find('"')?].to_string())
     };
     Some(Ses {
@@ -543,18 +440,11 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
             v.matched.push(matched.into());
             if let Some(failed) = recipients.iter().find(|r| r.failed()) {
                 v.kind = Kind::Bounce;
-                v.matched.push(format!(
-                    "Action: {}",
-                    failed.action.as_deref().unwrap_or("(none)")
-                ));
+                v.matched.push(format!("Action: {}", failed.action.as_deref().unwrap_or("(none)")));
                 if let Some(s) = &failed.status {
                     v.matched.push(format!("Status: {s}"));
                 }
-                v.lead = recipients
-                    .iter()
-                    .filter(|r| r.failed())
-                    .find_map(|r| r.address().map(str::to_string))
-                    .or_else(|| orig.to());
+                v.lead = recipients.iter().filter(|r| r.failed()).find_map(|r| r.address().map(str::to_string)).or_else(|| orig.to());
                 v.refers_to.extend(orig.ids());
                 return true;
             }
@@ -584,8 +474,7 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
             }
             "Delivery" => {
                 v.kind = Kind::Unknown;
-                v.matched
-                    .push("Amazon SES notification: Delivery (not a bounce)".into());
+                v.matched.push("Amazon SES notification: Delivery (not a bounce)".into());
                 return true;
             }
             _ => {}
@@ -628,22 +517,15 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
     let text_failed = text_dsn.iter().find(|r| r.failed());
     if text_failed.is_none() && text_dsn.iter().any(|r| r.action.is_some()) && x_failed.is_none() {
         v.kind = Kind::Unknown;
-        v.matched.push(format!(
-            "Action: {} (not a bounce)",
-            text_dsn
-                .iter()
-                .filter_map(|r| r.action.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        v.matched
+            .push(format!("Action: {} (not a bounce)", text_dsn.iter().filter_map(|r| r.action.clone()).collect::<Vec<_>>().join(", ")));
         v.refers_to.extend(orig.ids());
         return true;
     }
     let delay = bounce::delay_wording(notice).or_else(|| bounce::delay_wording(&mail.subject));
     if let (Some(d), None, None) = (delay, &x_failed, text_failed) {
         v.kind = Kind::Unknown;
-        v.matched
-            .push(format!("delay warning: \"{d}\" (not a bounce)"));
+        v.matched.push(format!("delay warning: \"{d}\" (not a bounce)"));
         v.refers_to.extend(orig.ids());
         return true;
     }
@@ -651,25 +533,12 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
     // what failed, so a mail-system sender is judged on the whole text.
     let failure = bounce::failure_wording(notice)
         .or_else(|| bounce::failure_wording(&mail.subject))
-        .or_else(|| {
-            if daemon {
-                bounce::failure_wording(&text)
-            } else {
-                None
-            }
-        })
-        .or_else(|| {
-            if daemon {
-                bounce::failure_wording(&raw_body)
-            } else {
-                None
-            }
-        });
+        .or_else(|| if daemon { bounce::failure_wording(&text) } else { None })
+        .or_else(|| if daemon { bounce::failure_wording(&raw_body) } else { None });
     if x_failed.is_none() && text_failed.is_none() && failure.is_none() {
         if daemon {
             v.kind = Kind::Unknown;
-            v.matched
-                .push("sent by the mail system but not a recognisable bounce".into());
+            v.matched.push("sent by the mail system but not a recognisable bounce".into());
             return true;
         }
         v.matched.clear();
@@ -688,10 +557,7 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
 
     v.kind = Kind::Bounce;
     if daemon {
-        v.matched.push(format!(
-            "From: {}",
-            mail.from.as_deref().unwrap_or(&mail.from_name)
-        ));
+        v.matched.push(format!("From: {}", mail.from.as_deref().unwrap_or(&mail.from_name)));
     }
     if let Some(s) = subject_hit {
         v.matched.push(format!("Subject: contains \"{s}\""));
@@ -704,11 +570,7 @@ fn bounce(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) -> bool {
     }
     let mut exclude: Vec<String> = Vec::new();
     exclude.extend(mail.from.clone());
-    if let Some(to) = msg
-        .to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address.as_deref())
-    {
+    if let Some(to) = msg.to().and_then(|a| a.first()).and_then(|a| a.address.as_deref()) {
         exclude.push(to.to_lowercase());
     }
     exclude.extend(orig.from());
@@ -846,24 +708,16 @@ const UNSUBSCRIBE_BODY_MAX: usize = 300;
 fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
     let subject = mail.subject.to_lowercase();
     let unsub_subject = subject.trim_start().starts_with("unsubscribe")
-        || subject
-            .trim_start()
-            .strip_prefix("re:")
-            .is_some_and(|s| s.trim_start().starts_with("unsubscribe"));
+        || subject.trim_start().strip_prefix("re:").is_some_and(|s| s.trim_start().starts_with("unsubscribe"));
     if unsub_subject || has_header(msg, "X-Apple-Unsubscribe") {
         v.kind = Kind::Unsubscribe;
-        v.matched.push(if unsub_subject {
-            format!("Subject: {}", mail.subject)
-        } else {
-            "X-Apple-Unsubscribe".to_string()
-        });
+        v.matched.push(if unsub_subject { format!("Subject: {}", mail.subject) } else { "X-Apple-Unsubscribe".to_string() });
         v.lead = mail.from.clone();
         return;
     }
 
     let new = quote::new_text(&mail.body);
-    let auto_submitted = header(msg, "Auto-Submitted")
-        .filter(|a| !a.trim().is_empty() && !a.trim().eq_ignore_ascii_case("no"));
+    let auto_submitted = header(msg, "Auto-Submitted").filter(|a| !a.trim().is_empty() && !a.trim().eq_ignore_ascii_case("no"));
     let precedence = header(msg, "Precedence").map(|p| p.trim().to_lowercase());
     let ooo_subj = ooo_subject(&mail.subject);
     let ooo_body = ooo_wording(&new);
@@ -871,12 +725,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
     if let Some(a) = &auto_submitted {
         auto.push(format!("Auto-Submitted: {a}"));
     }
-    for name in [
-        "X-Autoreply",
-        "X-Autorespond",
-        "X-Auto-Reply",
-        "X-Autoresponse",
-    ] {
+    for name in ["X-Autoreply", "X-Autorespond", "X-Auto-Reply", "X-Autoresponse"] {
         if let Some(val) = header(msg, name) {
             auto.push(format!("{name}: {val}"));
         }
@@ -892,10 +741,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
         .filter(|p| matches!(*p, "bulk" | "junk" | "list"))
         .map(|p| format!("Precedence: {p}"))
         .into_iter()
-        .chain(
-            header(msg, "X-Auto-Response-Suppress")
-                .map(|x| format!("X-Auto-Response-Suppress: {x}")),
-        )
+        .chain(header(msg, "X-Auto-Response-Suppress").map(|x| format!("X-Auto-Response-Suppress: {x}")))
         .collect::<Vec<_>>();
     if auto.is_empty() && !weak.is_empty() {
         if let Some(w) = ooo_body {
@@ -915,14 +761,12 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
     let threaded = !v.refers_to.is_empty();
     if let Some(p) = weak.iter().find(|w| w.starts_with("Precedence")) {
         v.kind = Kind::Unknown;
-        v.matched
-            .push(format!("{p} without out-of-office wording (bulk mail)"));
+        v.matched.push(format!("{p} without out-of-office wording (bulk mail)"));
         return;
     }
     if !threaded && (has_header(msg, "List-Id") || has_header(msg, "List-Unsubscribe")) {
         v.kind = Kind::Unknown;
-        v.matched
-            .push("List-Id/List-Unsubscribe on an unthreaded message (list mail)".into());
+        v.matched.push("List-Id/List-Unsubscribe on an unthreaded message (list mail)".into());
         return;
     }
     // A short request to stop; bulk mail (whose footer always says
@@ -940,8 +784,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
 
     if mail.sent_by_mail_system() {
         v.kind = Kind::Unknown;
-        v.matched
-            .push("sent by the mail system but not a recognisable bounce".into());
+        v.matched.push("sent by the mail system but not a recognisable bounce".into());
         return;
     }
     if mail.from.is_none() {
@@ -951,11 +794,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
     }
     v.kind = Kind::Reply;
     v.lead = mail.from.clone();
-    v.matched.push(if threaded {
-        "In-Reply-To/References present, no automation markers".into()
-    } else {
-        "no automation markers".into()
-    });
+    v.matched.push(if threaded { "In-Reply-To/References present, no automation markers".into() } else { "no automation markers".into() });
 }
 
 /// The matched subject pattern as the message spelled it, e.g.
@@ -963,12 +802,8 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
 fn title_case_match(subject: &str, pattern: &str) -> String {
     let lower = subject.to_lowercase();
     match lower.find(pattern) {
-        Some(at)
-            if subject.is_char_boundary(at) && subject.is_char_boundary(at + pattern.len()) =>
-        {
-            subject[at..at + pattern.len()]
-                .trim_end_matches(':')
-                .to_string()
+        Some(at) if subject.is_char_boundary(at) && subject.is_char_boundary(at + pattern.len()) => {
+            subject[at..at + pattern.len()].trim_end_matches(':').to_string()
         }
         _ => pattern.to_string(),
     }

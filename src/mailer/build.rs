@@ -43,19 +43,13 @@ pub fn new_message_id(domain: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
         .collect::<String>()
         .to_ascii_lowercase();
-    let domain = if domain.is_empty() {
-        "cadence.invalid".to_string()
-    } else {
-        domain
-    };
+    let domain = if domain.is_empty() { "cadence.invalid".to_string() } else { domain };
     format!("{}@{}", hex::encode(bytes), domain)
 }
 
 /// Builds the message; see [`prepare`] for the bytes.
 pub fn build(o: &Outgoing) -> Result<Message, SendError> {
-    let message_id = clean_id(&o.message_id).ok_or_else(|| {
-        SendError::Local(format!("invalid Message-ID {:?}", o.message_id))
-    })?;
+    let message_id = clean_id(&o.message_id).ok_or_else(|| SendError::Local(format!("invalid Message-ID {:?}", o.message_id)))?;
     let from = mailbox(&o.from_name, &o.from)?;
     let to = mailbox(&o.to_name, &o.to)?;
 
@@ -69,12 +63,7 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
     if let Some(parent) = o.in_reply_to.as_deref().and_then(clean_id) {
         builder = builder.in_reply_to(format!("<{parent}>"));
     }
-    let chain: Vec<String> = o
-        .references
-        .iter()
-        .filter_map(|r| clean_id(r))
-        .map(|r| format!("<{r}>"))
-        .collect();
+    let chain: Vec<String> = o.references.iter().filter_map(|r| clean_id(r)).map(|r| format!("<{r}>")).collect();
     if !chain.is_empty() {
         // lettre's `references()` replaces: the whole chain goes in at once.
         builder = builder.references(chain.join(" "));
@@ -87,21 +76,13 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
         .map(|t| format!("<{t}>"))
         .collect();
     if !targets.is_empty() {
-        builder = builder
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                targets.join(", "),
-            ))
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-                "List-Unsubscribe=One-Click".to_string(),
-            ));
+        builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), targets.join(", "))).raw_header(
+            HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click".to_string()),
+        );
     }
 
     let built = match &o.html {
-        Some(html) => {
-            builder.multipart(MultiPart::alternative_plain_html(o.text.clone(), html.clone()))
-        }
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(o.text.clone(), html.clone())),
         None => builder.singlepart(SinglePart::plain(o.text.clone())),
     };
     built.map_err(|e| SendError::Local(format!("cannot build message: {e}")))
@@ -119,10 +100,7 @@ pub fn prepare(o: &Outgoing) -> Result<Prepared, SendError> {
 }
 
 fn mailbox(name: &str, address: &EmailAddress) -> Result<Mailbox, SendError> {
-    let addr: lettre::Address = address
-        .as_str()
-        .parse()
-        .map_err(|e| SendError::Local(format!("invalid address {address}: {e}")))?;
+    let addr: lettre::Address = address.as_str().parse().map_err(|e| SendError::Local(format!("invalid address {address}: {e}")))?;
     let name = clean_text(name);
     Ok(Mailbox::new((!name.is_empty()).then_some(name), addr))
 }
@@ -130,10 +108,7 @@ fn mailbox(name: &str, address: &EmailAddress) -> Result<Mailbox, SendError> {
 /// Display names and subjects: control characters (CR, LF, TAB, C1, the
 /// Unicode line separators) become spaces, runs of spaces collapse.
 pub(crate) fn clean_text(s: &str) -> String {
-    s.split(|c: char| c.is_control() || c.is_whitespace())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.split(|c: char| c.is_control() || c.is_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// A msg-id without brackets, or `None` when it is not one safe token.
@@ -144,18 +119,14 @@ pub(crate) fn clean_id(raw: &str) -> Option<String> {
     let ok = !id.is_empty()
         && id.len() <= 250
         && id.contains('@')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'\\'));
+        && id.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'\\'));
     ok.then(|| id.to_string())
 }
 
 /// A URI for `List-Unsubscribe`: nothing that could close the `<...>` or
 /// start a new line.
 fn clean_uri(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '<' | '>' | ','))
-        .collect()
+    s.chars().filter(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '<' | '>' | ',')).collect()
 }
 
 #[cfg(test)]
@@ -203,10 +174,7 @@ mod tests {
     }
 
     fn header(raw: &str, name: &str) -> Option<String> {
-        headers(raw)
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        headers(raw).into_iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     #[test]
@@ -215,10 +183,7 @@ mod tests {
         assert_eq!(header(&raw, "Message-ID").unwrap(), "<abc123@example.com>");
         assert_eq!(header(&raw, "Subject").unwrap(), "Quick question");
         assert_eq!(header(&raw, "From").unwrap(), "\"Nik Levnaich\" <nik@example.com>");
-        assert_eq!(
-            header(&raw, "To").unwrap(),
-            "\"Dana Prospect\" <dana@lead.example.org>"
-        );
+        assert_eq!(header(&raw, "To").unwrap(), "\"Dana Prospect\" <dana@lead.example.org>");
         assert_eq!(header(&raw, "Date").unwrap(), "Tue, 05 Mar 2024 14:30:00 +0000");
         assert!(header(&raw, "In-Reply-To").is_none());
         assert!(header(&raw, "References").is_none());
@@ -231,11 +196,7 @@ mod tests {
         let mut o = outgoing();
         o.message_id = "third@example.com".into();
         o.in_reply_to = Some("second@example.com".into());
-        o.references = vec![
-            "first@example.com".into(),
-            "<second@example.com>".into(),
-            "bad id@x".into(),
-        ];
+        o.references = vec!["first@example.com".into(), "<second@example.com>".into(), "bad id@x".into()];
         let raw = text(&o);
         assert_eq!(header(&raw, "In-Reply-To").unwrap(), "<second@example.com>");
         let refs = header(&raw, "References").unwrap();
@@ -250,10 +211,7 @@ mod tests {
             header(&raw, "List-Unsubscribe").unwrap().replace(' ', ""),
             "<mailto:nik@example.com?subject=unsubscribe>,<https://cadence.example.com/unsubscribe/TOKEN>"
         );
-        assert_eq!(
-            header(&raw, "List-Unsubscribe-Post").unwrap(),
-            "List-Unsubscribe=One-Click"
-        );
+        assert_eq!(header(&raw, "List-Unsubscribe-Post").unwrap(), "List-Unsubscribe=One-Click");
     }
 
     #[test]
@@ -296,18 +254,14 @@ mod tests {
         o.in_reply_to = Some("a@b\r\nBcc: evil@x.com".into());
         let raw = text(&o);
         let hs = headers(&raw);
-        assert!(
-            !hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("bcc")),
-            "no Bcc header: {raw}"
-        );
+        assert!(!hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("bcc")), "no Bcc header: {raw}");
         // Every header line is a well-formed `Name: value` or a continuation.
         let head = raw.split("\r\n\r\n").next().unwrap();
         for line in head.split("\r\n") {
             assert!(
                 line.starts_with(' ')
                     || line.starts_with('\t')
-                    || line.split_once(':').is_some_and(|(k, _)| !k.is_empty()
-                        && k.bytes().all(|b| b.is_ascii_graphic())),
+                    || line.split_once(':').is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic())),
                 "broken header line {line:?} in {raw}"
             );
         }

@@ -21,20 +21,12 @@ impl FileTransport {
         let name = file_name(&p.message_id);
         let dir = self.dir.clone();
         let bytes = p.bytes.clone();
-        let fail = |what: &str, e: std::io::Error| {
-            SendError::Local(format!("file transport {}: {what}: {e}", self.dir.display()))
-        };
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| fail("cannot create folder", e))?;
+        let fail = |what: &str, e: std::io::Error| SendError::Local(format!("file transport {}: {what}: {e}", self.dir.display()));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| fail("cannot create folder", e))?;
         let tmp = dir.join(format!(".{name}.tmp"));
         let dest = dir.join(format!("{name}.eml"));
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .map_err(|e| fail("cannot write", e))?;
-        tokio::fs::rename(&tmp, &dest)
-            .await
-            .map_err(|e| fail("cannot rename", e))?;
+        tokio::fs::write(&tmp, bytes).await.map_err(|e| fail("cannot write", e))?;
+        tokio::fs::rename(&tmp, &dest).await.map_err(|e| fail("cannot rename", e))?;
         Ok(())
     }
 }
@@ -44,13 +36,7 @@ impl FileTransport {
 fn file_name(message_id: &str) -> String {
     let name: String = message_id
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-' | '_' | '+' | '=') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-' | '_' | '+' | '=') { c } else { '_' })
         .collect();
     if name.is_empty() || name.starts_with('.') {
         format!("m{name}")

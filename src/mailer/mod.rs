@@ -55,11 +55,7 @@ pub enum SendError {
     /// The server refused for good (5xx). `recipient` is true when the
     /// refusal was about the recipient (a bounce).
     #[error("permanent failure ({code}): {message}")]
-    Permanent {
-        code: u16,
-        message: String,
-        recipient: bool,
-    },
+    Permanent { code: u16, message: String, recipient: bool },
     /// The message may or may not have been delivered (connection lost after
     /// the end of DATA was sent): never retried.
     #[error("outcome unknown: {0}")]

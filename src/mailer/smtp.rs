@@ -24,13 +24,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
-};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::{
-    ClientId, Extension, MailBodyParameter, MailParameter,
-};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -56,7 +52,9 @@ enum Stage {
     Rcpt,
     Data,
     /// Sending the content; `dot_sent` once `\r\n.\r\n` has left.
-    Content { dot_sent: bool },
+    Content {
+        dot_sent: bool,
+    },
 }
 
 impl Stage {
@@ -140,20 +138,12 @@ fn classify_smtp(stage: Stage, server: &str, e: &lettre::transport::smtp::Error)
         let message = format!("{server} at {at}: {e}");
         return match code {
             400..=499 => SendError::Transient(message),
-            _ if stage == Stage::Auth => {
-                SendError::Local(format!("authentication refused by {message}"))
-            }
-            _ => SendError::Permanent {
-                code,
-                recipient: refuses_recipient(stage, code, &e.to_string()),
-                message,
-            },
+            _ if stage == Stage::Auth => SendError::Local(format!("authentication refused by {message}")),
+            _ => SendError::Permanent { code, recipient: refuses_recipient(stage, code, &e.to_string()), message },
         };
     }
     if let Some(cert) = certificate_error(e) {
-        return SendError::Local(format!(
-            "{server}: TLS certificate not trusted ({cert}); set smtp.ca_file for a private CA"
-        ));
+        return SendError::Local(format!("{server}: TLS certificate not trusted ({cert}); set smtp.ca_file for a private CA"));
     }
     if e.is_client() {
         return SendError::Local(format!("{server} at {at}: {e}"));
@@ -175,9 +165,7 @@ fn refuses_recipient(stage: Stage, code: u16, text: &str) -> bool {
             matches!(code, 550 | 551 | 553)
                 && (text.contains("5.1.") || {
                     let t = text.to_ascii_lowercase();
-                    ["user unknown", "no such user", "unknown user", "mailbox unavailable"]
-                        .iter()
-                        .any(|p| t.contains(p))
+                    ["user unknown", "no such user", "unknown user", "mailbox unavailable"].iter().any(|p| t.contains(p))
                 })
         }
         _ => false,
@@ -219,54 +207,35 @@ struct TlsSetup {
 impl TlsSetup {
     fn new(host: &str, ca_file: Option<&std::path::Path>) -> Result<Self, SendError> {
         let mut extra: Vec<CertificateDer<'static>> = Vec::new();
-        let mut params = TlsParameters::builder(host.to_string())
-            .certificate_store(CertificateStore::WebpkiRoots);
+        let mut params = TlsParameters::builder(host.to_string()).certificate_store(CertificateStore::WebpkiRoots);
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                SendError::Local(format!("cannot read smtp.ca_file {}: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(path).map_err(|e| SendError::Local(format!("cannot read smtp.ca_file {}: {e}", path.display())))?;
             extra = rustls_pemfile::certs(&mut pem.as_slice())
                 .collect::<Result<_, _>>()
-                .map_err(|e| {
-                    SendError::Local(format!("smtp.ca_file {}: {e}", path.display()))
-                })?;
+                .map_err(|e| SendError::Local(format!("smtp.ca_file {}: {e}", path.display())))?;
             if extra.is_empty() {
-                return Err(SendError::Local(format!(
-                    "smtp.ca_file {} holds no PEM certificate",
-                    path.display()
-                )));
+                return Err(SendError::Local(format!("smtp.ca_file {} holds no PEM certificate", path.display())));
             }
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                SendError::Local(format!("smtp.ca_file {}: {e}", path.display()))
-            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| SendError::Local(format!("smtp.ca_file {}: {e}", path.display())))?;
             params = params.add_root_certificate(cert);
         }
-        let lettre = params
-            .build_rustls()
-            .map_err(|e| SendError::Local(format!("TLS setup for {host}: {e}")))?;
+        let lettre = params.build_rustls().map_err(|e| SendError::Local(format!("TLS setup for {host}: {e}")))?;
 
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in extra {
-            roots
-                .add(cert)
-                .map_err(|e| SendError::Local(format!("smtp.ca_file: {e}")))?;
+            roots.add(cert).map_err(|e| SendError::Local(format!("smtp.ca_file: {e}")))?;
         }
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let provider =
+            rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
         let rustls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| SendError::Local(format!("TLS setup for {host}: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let server_name = ServerName::try_from(host.to_string())
-            .map_err(|e| SendError::Local(format!("smtp.host {host:?} for TLS: {e}")))?;
-        Ok(TlsSetup {
-            rustls: Arc::new(rustls),
-            lettre,
-            server_name,
-        })
+        let server_name =
+            ServerName::try_from(host.to_string()).map_err(|e| SendError::Local(format!("smtp.host {host:?} for TLS: {e}")))?;
+        Ok(TlsSetup { rustls: Arc::new(rustls), lettre, server_name })
     }
 }
 
@@ -279,21 +248,13 @@ struct Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -356,11 +317,7 @@ impl SmtpPool {
             tls,
             username: smtp.username.clone(),
             password_env: smtp.password_env.clone(),
-            timeout: if smtp.timeout.is_zero() {
-                Duration::from_secs(30)
-            } else {
-                smtp.timeout
-            },
+            timeout: if smtp.timeout.is_zero() { Duration::from_secs(30) } else { smtp.timeout },
             client_id: ClientId::default(),
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(smtp.pool_size.max(1)),
@@ -369,11 +326,7 @@ impl SmtpPool {
 
     /// Sends one message: `Ok` once the server accepted the end of DATA.
     pub(crate) async fn send(&self, p: &Prepared) -> Result<(), SendError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| SendError::Local("SMTP pool closed".into()))?;
+        let _slot = self.slots.acquire().await.map_err(|_| SendError::Local("SMTP pool closed".into()))?;
         let (mut conn, reused) = match self.take_idle() {
             Some(conn) => (conn, true),
             None => (self.connect().await.map_err(|f| f.classify(&self.server))?, false),
@@ -429,36 +382,20 @@ impl SmtpPool {
         // Read the secret first: a missing variable must not cost a connection.
         let credentials = match (&self.username, &self.password_env) {
             (None, _) => None,
-            (Some(_), None) => {
-                return Err(local(SendError::Local(
-                    "smtp.username is set but smtp.password_env is not".into(),
-                )))
-            }
+            (Some(_), None) => return Err(local(SendError::Local("smtp.username is set but smtp.password_env is not".into()))),
             (Some(user), Some(var)) => match crate::config::secret(var) {
                 Some(password) => Some(Credentials::new(user.clone(), password)),
-                None => {
-                    return Err(local(SendError::Local(format!(
-                        "SMTP password variable {var} is not set"
-                    ))))
-                }
+                None => return Err(local(SendError::Local(format!("SMTP password variable {var} is not set")))),
             },
         };
 
         let tcp = match timeout(t, TcpStream::connect((self.host.as_str(), self.port))).await {
             Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                return Err(local(SendError::Transient(format!(
-                    "cannot connect to {}: {e}",
-                    self.server
-                ))))
-            }
+            Ok(Err(e)) => return Err(local(SendError::Transient(format!("cannot connect to {}: {e}", self.server)))),
             Err(_) => return Err(Failure::new(Stage::Connect, Cause::Timeout(t))),
         };
         let transient = |what: &str, e: io::Error| {
-            Failure::new(
-                Stage::Connect,
-                Cause::Classified(SendError::Transient(format!("{}: {what}: {e}", self.server))),
-            )
+            Failure::new(Stage::Connect, Cause::Classified(SendError::Transient(format!("{}: {what}: {e}", self.server))))
         };
         tcp.set_nodelay(true).map_err(|e| transient("TCP_NODELAY", e))?;
         let peer = tcp.peer_addr().map_err(|e| transient("peer address", e))?;
@@ -476,105 +413,58 @@ impl SmtpPool {
                                 "{}: TLS certificate not trusted ({cert}); set smtp.ca_file for a private CA",
                                 self.server
                             )),
-                            None => SendError::Transient(format!(
-                                "{}: TLS handshake failed: {e}",
-                                self.server
-                            )),
+                            None => SendError::Transient(format!("{}: TLS handshake failed: {e}", self.server)),
                         }))
                     }
                     Err(_) => return Err(Failure::new(Stage::Connect, Cause::Timeout(t))),
                 };
-                Box::new(Counted {
-                    inner: stream,
-                    flushes: flushes.clone(),
-                    peer,
-                })
+                Box::new(Counted { inner: stream, flushes: flushes.clone(), peer })
             }
-            _ => Box::new(Counted {
-                inner: tcp,
-                flushes: flushes.clone(),
-                peer,
-            }),
+            _ => Box::new(Counted { inner: tcp, flushes: flushes.clone(), peer }),
         };
 
-        let mut smtp = self
-            .step(
-                Stage::Greeting,
-                AsyncSmtpConnection::connect_with_transport(stream, &self.client_id),
-            )
-            .await?;
+        let mut smtp = self.step(Stage::Greeting, AsyncSmtpConnection::connect_with_transport(stream, &self.client_id)).await?;
 
         if let (TlsMode::Starttls, Some(tls)) = (self.mode, &self.tls) {
             if !smtp.server_info().supports_feature(Extension::StartTls) {
                 return Err(Failure::new(
                     Stage::StartTls,
-                    Cause::Classified(SendError::Local(format!(
-                        "{} does not offer STARTTLS (smtp.tls = \"starttls\")",
-                        self.server
-                    ))),
+                    Cause::Classified(SendError::Local(format!("{} does not offer STARTTLS (smtp.tls = \"starttls\")", self.server))),
                 ));
             }
-            self.step(
-                Stage::StartTls,
-                smtp.starttls(tls.lettre.clone(), &self.client_id),
-            )
-            .await?;
+            self.step(Stage::StartTls, smtp.starttls(tls.lettre.clone(), &self.client_id)).await?;
         }
 
         if let Some(credentials) = credentials {
-            self.step(
-                Stage::Auth,
-                smtp.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
-            )
-            .await?;
+            self.step(Stage::Auth, smtp.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)).await?;
         }
 
-        Ok(Conn {
-            smtp,
-            flushes,
-            idle_since: Instant::now(),
-        })
+        Ok(Conn { smtp, flushes, idle_since: Instant::now() })
     }
 
     async fn transact(&self, conn: &mut Conn, p: &Prepared) -> Result<(), Failure> {
         let local = |stage, msg: String| Failure::new(stage, Cause::Classified(SendError::Local(msg)));
-        let from: lettre::Address = p
-            .from
-            .as_str()
-            .parse()
-            .map_err(|e| local(Stage::Mail, format!("sender {}: {e}", p.from)))?;
-        let to: lettre::Address = p
-            .to
-            .as_str()
-            .parse()
-            .map_err(|e| local(Stage::Rcpt, format!("recipient {}: {e}", p.to)))?;
+        let from: lettre::Address = p.from.as_str().parse().map_err(|e| local(Stage::Mail, format!("sender {}: {e}", p.from)))?;
+        let to: lettre::Address = p.to.as_str().parse().map_err(|e| local(Stage::Rcpt, format!("recipient {}: {e}", p.to)))?;
 
         let info = conn.smtp.server_info();
         let mut params = Vec::new();
         if !p.from.as_str().is_ascii() || !p.to.as_str().is_ascii() {
             if !info.supports_feature(Extension::SmtpUtfEight) {
-                return Err(local(
-                    Stage::Mail,
-                    format!("{} does not accept non-ASCII addresses (SMTPUTF8)", self.server),
-                ));
+                return Err(local(Stage::Mail, format!("{} does not accept non-ASCII addresses (SMTPUTF8)", self.server)));
             }
             params.push(MailParameter::SmtpUtfEight);
         }
         if !p.bytes.is_ascii() {
             if !info.supports_feature(Extension::EightBitMime) {
-                return Err(local(
-                    Stage::Mail,
-                    format!("{} does not accept 8-bit content (8BITMIME)", self.server),
-                ));
+                return Err(local(Stage::Mail, format!("{} does not accept 8-bit content (8BITMIME)", self.server)));
             }
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
 
         let smtp = &mut conn.smtp;
-        self.step(Stage::Mail, smtp.command(Mail::new(Some(from), params)))
-            .await?;
-        self.step(Stage::Rcpt, smtp.command(Rcpt::new(to, vec![])))
-            .await?;
+        self.step(Stage::Mail, smtp.command(Mail::new(Some(from), params))).await?;
+        self.step(Stage::Rcpt, smtp.command(Rcpt::new(to, vec![]))).await?;
         self.step(Stage::Data, smtp.command(Data)).await?;
 
         // lettre always writes `\r\n.\r\n`: drop our final CRLF so the server
@@ -609,16 +499,8 @@ mod tests {
     fn recipient_refusals() {
         assert!(refuses_recipient(Stage::Rcpt, 550, "550 no"));
         assert!(refuses_recipient(Stage::Rcpt, 554, "554 policy"));
-        assert!(refuses_recipient(
-            Stage::Content { dot_sent: true },
-            550,
-            "550 5.1.1 user unknown"
-        ));
-        assert!(!refuses_recipient(
-            Stage::Content { dot_sent: true },
-            554,
-            "554 5.7.1 spam"
-        ));
+        assert!(refuses_recipient(Stage::Content { dot_sent: true }, 550, "550 5.1.1 user unknown"));
+        assert!(!refuses_recipient(Stage::Content { dot_sent: true }, 554, "554 5.7.1 spam"));
         assert!(!refuses_recipient(Stage::Mail, 553, "553 5.1.8 bad sender"));
     }
 

@@ -18,10 +18,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{
-    DateTime, Datelike, Days, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
-    Timelike, Utc, Weekday,
-};
+use chrono::{DateTime, Datelike, Days, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::domain::Wait;
@@ -176,11 +173,7 @@ impl SendWindow {
         let start = parse_time("start", start)?;
         let end = parse_time("end", end)?;
         if start >= end {
-            return Err(format!(
-                "start {} is not before end {}: the window would never open",
-                TimeOf(start),
-                TimeOf(end)
-            ));
+            return Err(format!("start {} is not before end {}: the window would never open", TimeOf(start), TimeOf(end)));
         }
         Ok(SendWindow { days, start, end })
     }
@@ -258,11 +251,7 @@ impl Calendar {
         while remaining > 0 {
             let target = add_weekdays(date, remaining)?;
             let succ = date.succ_opt()?;
-            remaining = self
-                .holidays
-                .range(succ..=target)
-                .filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun))
-                .count() as u64;
+            remaining = self.holidays.range(succ..=target).filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)).count() as u64;
             date = target;
         }
         Some(date)
@@ -287,11 +276,7 @@ fn add_weekdays(date: NaiveDate, k: u64) -> Option<NaiveDate> {
 }
 
 fn offset_at(tz: Tz, t: DateTime<Utc>) -> Duration {
-    Duration::seconds(i64::from(
-        tz.offset_from_utc_datetime(&t.naive_utc())
-            .fix()
-            .local_minus_utc(),
-    ))
+    Duration::seconds(i64::from(tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc()))
 }
 
 /// The end of the run of constant UTC offset that contains `t`, looking at
@@ -321,12 +306,7 @@ fn offset_run_end(tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
 
 /// The earliest instant `>= from` whose wall-clock time in `tz` is
 /// `>= target`, looking at most `max_runs` days ahead.
-fn first_local_at_or_after(
-    tz: Tz,
-    from: DateTime<Utc>,
-    target: NaiveDateTime,
-    max_runs: usize,
-) -> Option<DateTime<Utc>> {
+fn first_local_at_or_after(tz: Tz, from: DateTime<Utc>, target: NaiveDateTime, max_runs: usize) -> Option<DateTime<Utc>> {
     let mut t = from;
     for _ in 0..max_runs {
         let offset = offset_at(tz, t);
@@ -368,14 +348,8 @@ pub fn add_wait(from: DateTime<Utc>, wait: Wait, tz: Tz, cal: &Calendar) -> Date
     let local = from.with_timezone(&tz).naive_local();
     let date = match wait {
         Wait::Seconds(s) => {
-            let far = if s < 0 {
-                DateTime::<Utc>::MIN_UTC
-            } else {
-                DateTime::<Utc>::MAX_UTC
-            };
-            return Duration::try_seconds(s)
-                .and_then(|d| from.checked_add_signed(d))
-                .unwrap_or(far);
+            let far = if s < 0 { DateTime::<Utc>::MIN_UTC } else { DateTime::<Utc>::MAX_UTC };
+            return Duration::try_seconds(s).and_then(|d| from.checked_add_signed(d)).unwrap_or(far);
         }
         // Zero keeps `from` even in a repeated hour's second occurrence.
         Wait::Days(0) | Wait::BusinessDays(0) => return from,
@@ -412,22 +386,14 @@ pub fn is_open(at: DateTime<Utc>, window: &SendWindow, tz: Tz, cal: &Calendar) -
 ///
 /// The reasons are, in order and without repeats: why `at` itself is closed,
 /// then each closed weekday and holiday skipped on the way.
-pub fn next_opening(
-    at: DateTime<Utc>,
-    window: &SendWindow,
-    tz: Tz,
-    cal: &Calendar,
-) -> Option<(DateTime<Utc>, Vec<Deferral>)> {
+pub fn next_opening(at: DateTime<Utc>, window: &SendWindow, tz: Tz, cal: &Calendar) -> Option<(DateTime<Utc>, Vec<Deferral>)> {
     if window.never_opens() {
         return None;
     }
     if is_open(at, window, tz, cal) {
         return Some((at, Vec::new()));
     }
-    let mut reasons = vec![
-        closed_reason(at.with_timezone(&tz).date_naive(), window, cal)
-            .unwrap_or(Deferral::OutsideHours),
-    ];
+    let mut reasons = vec![closed_reason(at.with_timezone(&tz).date_naive(), window, cal).unwrap_or(Deferral::OutsideHours)];
     let limit = at.checked_add_signed(Duration::days(SCAN_LIMIT_DAYS))?;
     let mut t = at;
     while t < limit {

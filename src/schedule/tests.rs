@@ -11,11 +11,7 @@ fn tz(name: &str) -> Tz {
 }
 
 fn utc(y: i32, m: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(y, m, d)
-        .unwrap()
-        .and_hms_opt(h, mi, 0)
-        .unwrap()
-        .and_utc()
+    NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, mi, 0).unwrap().and_utc()
 }
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -31,25 +27,15 @@ fn win(days: &str, start: &str, end: &str) -> SendWindow {
 }
 
 fn cal(dates: &[NaiveDate]) -> Calendar {
-    Calendar {
-        name: "test".into(),
-        holidays: dates.iter().copied().collect(),
-    }
+    Calendar { name: "test".into(), holidays: dates.iter().copied().collect() }
 }
 
-fn opening(
-    at: DateTime<Utc>,
-    w: &SendWindow,
-    zone: &str,
-    c: &Calendar,
-) -> (DateTime<Utc>, Vec<Deferral>) {
+fn opening(at: DateTime<Utc>, w: &SendWindow, zone: &str, c: &Calendar) -> (DateTime<Utc>, Vec<Deferral>) {
     next_opening(at, w, tz(zone), c).expect("the window opens")
 }
 
 fn wall(t: DateTime<Utc>, zone: &str) -> String {
-    t.with_timezone(&tz(zone))
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
+    t.with_timezone(&tz(zone)).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
 // ---------------------------------------------------------------- parsing
@@ -61,31 +47,13 @@ fn parses_day_ranges_lists_and_names() {
     assert_eq!(win("Mon-Fri", "09:00", "17:00").days, weekdays);
     assert_eq!(win("mon-fri", "09:00", "17:00").days, weekdays);
     assert_eq!(win(" Monday - Friday ", "09:00", "17:00").days, weekdays);
-    assert_eq!(
-        win("Mon,Wed,Fri", "09:00", "17:00").days,
-        [true, false, true, false, true, false, false]
-    );
+    assert_eq!(win("Mon,Wed,Fri", "09:00", "17:00").days, [true, false, true, false, true, false, false]);
     assert_eq!(win("Mon-Sun", "09:00", "17:00").days, all);
-    assert_eq!(
-        win("Sat-Sun", "09:00", "17:00").days,
-        [false, false, false, false, false, true, true]
-    );
-    assert_eq!(
-        win("Fri-Mon", "09:00", "17:00").days,
-        [true, false, false, false, true, true, true]
-    );
-    assert_eq!(
-        win("Tue", "09:00", "17:00").days,
-        [false, true, false, false, false, false, false]
-    );
-    assert_eq!(
-        win("Mon-Wed,Fri", "09:00", "17:00").days,
-        [true, true, true, false, true, false, false]
-    );
-    assert_eq!(
-        win("THURSDAY,sat", "09:00", "17:00").days,
-        [false, false, false, true, false, true, false]
-    );
+    assert_eq!(win("Sat-Sun", "09:00", "17:00").days, [false, false, false, false, false, true, true]);
+    assert_eq!(win("Fri-Mon", "09:00", "17:00").days, [true, false, false, false, true, true, true]);
+    assert_eq!(win("Tue", "09:00", "17:00").days, [false, true, false, false, false, false, false]);
+    assert_eq!(win("Mon-Wed,Fri", "09:00", "17:00").days, [true, true, true, false, true, false, false]);
+    assert_eq!(win("THURSDAY,sat", "09:00", "17:00").days, [false, false, false, true, false, true, false]);
 }
 
 #[test]
@@ -94,12 +62,7 @@ fn parses_times_with_and_without_seconds() {
     assert_eq!(w.start, hm(9, 0));
     assert_eq!(w.end, NaiveTime::from_hms_opt(17, 30, 15).unwrap());
     let all_day = win("Mon-Sun", "00:00", "24:00");
-    assert!(is_open(
-        utc(2026, 6, 15, 23, 59),
-        &all_day,
-        Tz::UTC,
-        &Calendar::default()
-    ));
+    assert!(is_open(utc(2026, 6, 15, 23, 59), &all_day, Tz::UTC, &Calendar::default()));
 }
 
 #[test]
@@ -112,10 +75,7 @@ fn parse_errors_name_the_bad_part() {
         (("Mon-Fri", "9am", "17:00"), "start \"9am\""),
         (("Mon-Fri", "09:00", "25:00"), "end \"25:00\""),
         (("Mon-Fri", "24:00", "17:00"), "start \"24:00\""),
-        (
-            ("Mon-Fri", "17:00", "09:00"),
-            "start 17:00 is not before end 09:00",
-        ),
+        (("Mon-Fri", "17:00", "09:00"), "start 17:00 is not before end 09:00"),
         (("Mon-Fri", "09:00", "09:00"), "not before end"),
     ];
     for ((days, start, end), needle) in cases {
@@ -126,57 +86,28 @@ fn parse_errors_name_the_bad_part() {
 
 #[test]
 fn display_reads_like_the_config() {
-    assert_eq!(
-        win("Mon-Fri", "09:00", "17:00").to_string(),
-        "Mon-Fri 09:00-17:00"
-    );
-    assert_eq!(
-        win("Mon,Wed,Fri", "09:00", "17:00:30").to_string(),
-        "Mon,Wed,Fri 09:00-17:00:30"
-    );
-    assert_eq!(
-        win("Fri-Mon", "00:00", "24:00").to_string(),
-        "Mon,Fri-Sun 00:00-24:00"
-    );
-    assert_eq!(
-        win("Sat-Sun", "10:00", "12:00").to_string(),
-        "Sat,Sun 10:00-12:00"
-    );
+    assert_eq!(win("Mon-Fri", "09:00", "17:00").to_string(), "Mon-Fri 09:00-17:00");
+    assert_eq!(win("Mon,Wed,Fri", "09:00", "17:00:30").to_string(), "Mon,Wed,Fri 09:00-17:00:30");
+    assert_eq!(win("Fri-Mon", "00:00", "24:00").to_string(), "Mon,Fri-Sun 00:00-24:00");
+    assert_eq!(win("Sat-Sun", "10:00", "12:00").to_string(), "Sat,Sun 10:00-12:00");
 }
 
 #[test]
 fn never_opens_without_days() {
-    let w = SendWindow {
-        days: [false; 7],
-        start: hm(9, 0),
-        end: hm(17, 0),
-    };
+    let w = SendWindow { days: [false; 7], start: hm(9, 0), end: hm(17, 0) };
     assert!(w.never_opens());
-    assert_eq!(
-        next_opening(utc(2026, 6, 15, 12, 0), &w, Tz::UTC, &Calendar::default()),
-        None
-    );
+    assert_eq!(next_opening(utc(2026, 6, 15, 12, 0), &w, Tz::UTC, &Calendar::default()), None);
     assert!(!win("Sun", "09:00", "09:01").never_opens());
 }
 
 #[test]
 fn none_when_every_open_day_is_a_holiday_for_two_years() {
     let w = win("Mon", "09:00", "17:00");
-    let mondays: Vec<NaiveDate> = (0..120)
-        .map(|i| date(2026, 6, 15) + Duration::weeks(i))
-        .collect();
-    assert_eq!(
-        next_opening(utc(2026, 6, 14, 12, 0), &w, Tz::UTC, &cal(&mondays)),
-        None
-    );
+    let mondays: Vec<NaiveDate> = (0..120).map(|i| date(2026, 6, 15) + Duration::weeks(i)).collect();
+    assert_eq!(next_opening(utc(2026, 6, 14, 12, 0), &w, Tz::UTC, &cal(&mondays)), None);
     // One Monday fewer in the calendar and it opens on that Monday.
     let (at, _) = opening(utc(2026, 6, 14, 12, 0), &w, "UTC", &cal(&mondays[..100]));
-    assert_eq!(
-        at,
-        (date(2026, 6, 15) + Duration::weeks(100))
-            .and_time(hm(9, 0))
-            .and_utc()
-    );
+    assert_eq!(at, (date(2026, 6, 15) + Duration::weeks(100)).and_time(hm(9, 0)).and_utc());
 }
 
 // ------------------------------------------------------- weekdays, holidays
@@ -185,15 +116,9 @@ fn none_when_every_open_day_is_a_holiday_for_two_years() {
 fn an_open_instant_is_not_moved() {
     let w = win("Mon-Fri", "09:00", "17:00");
     let at = utc(2026, 6, 15, 9, 0); // Monday
-    assert_eq!(
-        next_opening(at, &w, Tz::UTC, &Calendar::default()),
-        Some((at, vec![]))
-    );
+    assert_eq!(next_opening(at, &w, Tz::UTC, &Calendar::default()), Some((at, vec![])));
     let at = utc(2026, 6, 15, 16, 59) + Duration::seconds(59);
-    assert_eq!(
-        next_opening(at, &w, Tz::UTC, &Calendar::default()),
-        Some((at, vec![]))
-    );
+    assert_eq!(next_opening(at, &w, Tz::UTC, &Calendar::default()), Some((at, vec![])));
 }
 
 #[test]
@@ -214,23 +139,10 @@ fn weekend_is_skipped() {
     let w = win("Mon-Fri", "09:00", "17:00");
     let (at, why) = opening(utc(2026, 6, 20, 11, 0), &w, "UTC", &Calendar::default()); // Saturday
     assert_eq!(at, utc(2026, 6, 22, 9, 0));
-    assert_eq!(
-        why,
-        vec![
-            Deferral::ClosedDay(Weekday::Sat),
-            Deferral::ClosedDay(Weekday::Sun)
-        ]
-    );
+    assert_eq!(why, vec![Deferral::ClosedDay(Weekday::Sat), Deferral::ClosedDay(Weekday::Sun)]);
     let (at, why) = opening(utc(2026, 6, 19, 18, 0), &w, "UTC", &Calendar::default()); // Friday evening
     assert_eq!(at, utc(2026, 6, 22, 9, 0));
-    assert_eq!(
-        why,
-        vec![
-            Deferral::OutsideHours,
-            Deferral::ClosedDay(Weekday::Sat),
-            Deferral::ClosedDay(Weekday::Sun)
-        ]
-    );
+    assert_eq!(why, vec![Deferral::OutsideHours, Deferral::ClosedDay(Weekday::Sat), Deferral::ClosedDay(Weekday::Sun)]);
 }
 
 #[test]
@@ -244,29 +156,11 @@ fn christmas_friday_moves_to_monday() {
     assert!(!is_open(at, &w, berlin, &c));
     let (next, why) = opening(at, &w, zone, &c);
     assert_eq!(wall(next, zone), "2026-12-28 09:00 CET");
-    assert_eq!(
-        why,
-        vec![
-            Deferral::Holiday(date(2026, 12, 25)),
-            Deferral::ClosedDay(Weekday::Sat),
-            Deferral::ClosedDay(Weekday::Sun)
-        ]
-    );
+    assert_eq!(why, vec![Deferral::Holiday(date(2026, 12, 25)), Deferral::ClosedDay(Weekday::Sat), Deferral::ClosedDay(Weekday::Sun)]);
     // Due on Christmas Eve after hours: the reasons say all of it.
-    let (next, why) = opening(
-        local_instant(berlin, date(2026, 12, 24), hm(17, 30)),
-        &w,
-        zone,
-        &c,
-    );
+    let (next, why) = opening(local_instant(berlin, date(2026, 12, 24), hm(17, 30)), &w, zone, &c);
     assert_eq!(wall(next, zone), "2026-12-28 09:00 CET");
-    assert_eq!(
-        why[..2],
-        [
-            Deferral::OutsideHours,
-            Deferral::Holiday(date(2026, 12, 25))
-        ]
-    );
+    assert_eq!(why[..2], [Deferral::OutsideHours, Deferral::Holiday(date(2026, 12, 25))]);
     assert_eq!(
         describe_deferrals(&why),
         "deferred: outside the send window's hours; 2026-12-25 (Fri) is a holiday; Saturday is not a sending day; Sunday is not a sending day"
@@ -297,55 +191,25 @@ fn window_crossing_midnight_utc() {
     let (next, why) = opening(utc(2026, 6, 19, 5, 0), &w, "Pacific/Auckland", &c); // Fri 17:00 NZST
     assert_eq!(next, utc(2026, 6, 21, 21, 0)); // a Sunday in UTC, Monday 09:00 in Auckland
     assert_eq!(wall(next, "Pacific/Auckland"), "2026-06-22 09:00 NZST");
-    assert_eq!(
-        why,
-        vec![
-            Deferral::OutsideHours,
-            Deferral::ClosedDay(Weekday::Sat),
-            Deferral::ClosedDay(Weekday::Sun)
-        ]
-    );
-    assert!(is_open(
-        utc(2026, 6, 15, 23, 30),
-        &w,
-        tz("Pacific/Auckland"),
-        &c
-    )); // Tue 11:30 local
-    assert!(!is_open(
-        utc(2026, 6, 19, 23, 30),
-        &w,
-        tz("Pacific/Auckland"),
-        &c
-    )); // Sat 11:30 local
+    assert_eq!(why, vec![Deferral::OutsideHours, Deferral::ClosedDay(Weekday::Sat), Deferral::ClosedDay(Weekday::Sun)]);
+    assert!(is_open(utc(2026, 6, 15, 23, 30), &w, tz("Pacific/Auckland"), &c)); // Tue 11:30 local
+    assert!(!is_open(utc(2026, 6, 19, 23, 30), &w, tz("Pacific/Auckland"), &c)); // Sat 11:30 local
 
     // Los Angeles in June is UTC-7: 17:00 local is midnight UTC.
     let la = tz("America/Los_Angeles");
     assert!(is_open(utc(2026, 6, 16, 23, 59), &w, la, &c));
     assert!(!is_open(utc(2026, 6, 17, 0, 0), &w, la, &c));
-    assert_eq!(
-        opening(utc(2026, 6, 17, 0, 0), &w, "America/Los_Angeles", &c).0,
-        utc(2026, 6, 17, 16, 0)
-    );
+    assert_eq!(opening(utc(2026, 6, 17, 0, 0), &w, "America/Los_Angeles", &c).0, utc(2026, 6, 17, 16, 0));
     // Friday 17:00 local is Saturday 00:00 UTC; Monday 09:00 local follows.
     let (next, why) = opening(utc(2026, 6, 20, 0, 0), &w, "America/Los_Angeles", &c);
     assert_eq!(next, utc(2026, 6, 22, 16, 0));
-    assert_eq!(
-        why,
-        vec![
-            Deferral::OutsideHours,
-            Deferral::ClosedDay(Weekday::Sat),
-            Deferral::ClosedDay(Weekday::Sun)
-        ]
-    );
+    assert_eq!(why, vec![Deferral::OutsideHours, Deferral::ClosedDay(Weekday::Sat), Deferral::ClosedDay(Weekday::Sun)]);
 
     // Tokyo is UTC+9: 09:00 local is midnight UTC; Sunday 23:59 UTC is Monday.
     let tokyo = tz("Asia/Tokyo");
     assert!(is_open(utc(2026, 6, 15, 0, 0), &w, tokyo, &c));
     assert!(!is_open(utc(2026, 6, 14, 23, 59), &w, tokyo, &c));
-    assert_eq!(
-        opening(utc(2026, 6, 14, 12, 0), &w, "Asia/Tokyo", &c).0,
-        utc(2026, 6, 15, 0, 0)
-    );
+    assert_eq!(opening(utc(2026, 6, 14, 12, 0), &w, "Asia/Tokyo", &c).0, utc(2026, 6, 15, 0, 0));
 }
 
 #[test]
@@ -358,10 +222,7 @@ fn jakarta_has_no_dst() {
         assert_eq!(next, utc(y, m, d, 2, 0));
     }
     // Monday 17:00 WIB is 10:00 UTC: closed until Tuesday 09:00 WIB.
-    assert_eq!(
-        opening(utc(2026, 6, 15, 10, 0), &w, "Asia/Jakarta", &c).0,
-        utc(2026, 6, 16, 2, 0)
-    );
+    assert_eq!(opening(utc(2026, 6, 15, 10, 0), &w, "Asia/Jakarta", &c).0, utc(2026, 6, 16, 2, 0));
 }
 
 /// A change of clocks and where 09:00 local falls in UTC around it.
@@ -390,13 +251,7 @@ const NINE_OCLOCK_ACROSS_CHANGES: [Change; 6] = [
         nine_before: (10, 31, 16),
         nine_on_the_day: (11, 1, 17),
     },
-    Change {
-        zone: "Europe/Berlin",
-        day_before: (2026, 3, 28),
-        day: (2026, 3, 29),
-        nine_before: (3, 28, 8),
-        nine_on_the_day: (3, 29, 7),
-    },
+    Change { zone: "Europe/Berlin", day_before: (2026, 3, 28), day: (2026, 3, 29), nine_before: (3, 28, 8), nine_on_the_day: (3, 29, 7) },
     Change {
         zone: "Europe/Berlin",
         day_before: (2026, 10, 24),
@@ -404,13 +259,7 @@ const NINE_OCLOCK_ACROSS_CHANGES: [Change; 6] = [
         nine_before: (10, 24, 7),
         nine_on_the_day: (10, 25, 8),
     },
-    Change {
-        zone: "Australia/Sydney",
-        day_before: (2026, 4, 4),
-        day: (2026, 4, 5),
-        nine_before: (4, 3, 22),
-        nine_on_the_day: (4, 4, 23),
-    },
+    Change { zone: "Australia/Sydney", day_before: (2026, 4, 4), day: (2026, 4, 5), nine_before: (4, 3, 22), nine_on_the_day: (4, 4, 23) },
     Change {
         zone: "Australia/Sydney",
         day_before: (2026, 10, 3),
@@ -427,11 +276,7 @@ fn nine_oclock_stays_nine_oclock_across_dst_changes() {
     for change in NINE_OCLOCK_ACROSS_CHANGES {
         let zone = change.zone;
         let z = tz(zone);
-        let before = date(
-            change.day_before.0,
-            change.day_before.1,
-            change.day_before.2,
-        );
+        let before = date(change.day_before.0, change.day_before.1, change.day_before.2);
         let day = date(change.day.0, change.day.1, change.day.2);
         let ((m0, d0, h0), (m1, d1, h1)) = (change.nine_before, change.nine_on_the_day);
         // Due at 08:00 local the day before: opens at 09:00 local.
@@ -451,24 +296,9 @@ fn a_start_in_the_spring_forward_gap_opens_at_the_end_of_the_gap() {
     let w = win("Mon-Sun", "02:30", "05:00");
     let c = Calendar::default();
     for (zone, day, expected_utc, expected_wall) in [
-        (
-            "America/Los_Angeles",
-            date(2026, 3, 8),
-            utc(2026, 3, 8, 10, 0),
-            "2026-03-08 03:00 PDT",
-        ),
-        (
-            "Europe/Berlin",
-            date(2026, 3, 29),
-            utc(2026, 3, 29, 1, 0),
-            "2026-03-29 03:00 CEST",
-        ),
-        (
-            "Australia/Sydney",
-            date(2026, 10, 4),
-            utc(2026, 10, 3, 16, 0),
-            "2026-10-04 03:00 AEDT",
-        ),
+        ("America/Los_Angeles", date(2026, 3, 8), utc(2026, 3, 8, 10, 0), "2026-03-08 03:00 PDT"),
+        ("Europe/Berlin", date(2026, 3, 29), utc(2026, 3, 29, 1, 0), "2026-03-29 03:00 CEST"),
+        ("Australia/Sydney", date(2026, 10, 4), utc(2026, 10, 3, 16, 0), "2026-10-04 03:00 AEDT"),
     ] {
         let z = tz(zone);
         let due = local_instant(z, day, hm(0, 30));
@@ -490,51 +320,26 @@ fn a_window_inside_the_gap_opens_the_next_day() {
     // 02:10-02:50 never happens in Berlin on 2026-03-29.
     let w = win("Mon-Sun", "02:10", "02:50");
     let berlin = tz("Europe/Berlin");
-    let (next, _) = opening(
-        local_instant(berlin, date(2026, 3, 29), hm(0, 0)),
-        &w,
-        "Europe/Berlin",
-        &Calendar::default(),
-    );
+    let (next, _) = opening(local_instant(berlin, date(2026, 3, 29), hm(0, 0)), &w, "Europe/Berlin", &Calendar::default());
     assert_eq!(wall(next, "Europe/Berlin"), "2026-03-30 02:10 CEST");
 }
 
 #[test]
 fn a_repeated_time_takes_its_first_occurrence() {
     for (zone, day, expected) in [
-        (
-            "America/Los_Angeles",
-            date(2026, 11, 1),
-            utc(2026, 11, 1, 8, 30),
-        ),
-        (
-            "Europe/Berlin",
-            date(2026, 10, 25),
-            utc(2026, 10, 25, 0, 30),
-        ),
-        (
-            "Australia/Sydney",
-            date(2026, 4, 5),
-            utc(2026, 4, 4, 15, 30),
-        ),
+        ("America/Los_Angeles", date(2026, 11, 1), utc(2026, 11, 1, 8, 30)),
+        ("Europe/Berlin", date(2026, 10, 25), utc(2026, 10, 25, 0, 30)),
+        ("Australia/Sydney", date(2026, 4, 5), utc(2026, 4, 4, 15, 30)),
     ] {
         let z = tz(zone);
-        let time = if zone == "America/Los_Angeles" {
-            hm(1, 30)
-        } else {
-            hm(2, 30)
-        };
+        let time = if zone == "America/Los_Angeles" { hm(1, 30) } else { hm(2, 30) };
         let first = local_instant(z, day, time);
         assert_eq!(first, expected, "{zone}");
         // The same wall time an hour later is the second occurrence.
         assert_eq!((first + Duration::hours(1)).with_timezone(&z).time(), time);
         // "1 day" from that time the day before lands on the first occurrence.
         let from = local_instant(z, day.pred_opt().unwrap(), time);
-        assert_eq!(
-            add_wait(from, Wait::Days(1), z, &Calendar::default()),
-            first,
-            "{zone}"
-        );
+        assert_eq!(add_wait(from, Wait::Days(1), z, &Calendar::default()), first, "{zone}");
     }
 }
 
@@ -564,10 +369,7 @@ fn seconds_are_plain_addition_across_a_change() {
     let later = add_wait(from, Wait::Seconds(2 * 3600), la, &Calendar::default());
     assert_eq!(later - from, Duration::hours(2));
     assert_eq!(later.with_timezone(&la).time(), hm(4, 0));
-    assert_eq!(
-        add_wait(from, Wait::Seconds(i64::MAX), la, &Calendar::default()),
-        DateTime::<Utc>::MAX_UTC
-    );
+    assert_eq!(add_wait(from, Wait::Seconds(i64::MAX), la, &Calendar::default()), DateTime::<Utc>::MAX_UTC);
 }
 
 #[test]
@@ -575,78 +377,27 @@ fn days_and_business_days_keep_local_time_across_changes() {
     let c = Calendar::default();
     let cases: [(&str, NaiveDate, Wait, NaiveDate); 8] = [
         // Friday 2026-03-06 -> Sunday 03-08 (spring forward) / Wednesday 03-11.
-        (
-            "America/Los_Angeles",
-            date(2026, 3, 6),
-            Wait::Days(2),
-            date(2026, 3, 8),
-        ),
-        (
-            "America/Los_Angeles",
-            date(2026, 3, 6),
-            Wait::BusinessDays(3),
-            date(2026, 3, 11),
-        ),
-        (
-            "America/Los_Angeles",
-            date(2026, 10, 30),
-            Wait::Days(2),
-            date(2026, 11, 1),
-        ),
-        (
-            "America/Los_Angeles",
-            date(2026, 10, 30),
-            Wait::BusinessDays(3),
-            date(2026, 11, 4),
-        ),
-        (
-            "Europe/Berlin",
-            date(2026, 3, 27),
-            Wait::BusinessDays(3),
-            date(2026, 4, 1),
-        ),
-        (
-            "Europe/Berlin",
-            date(2026, 10, 24),
-            Wait::Days(2),
-            date(2026, 10, 26),
-        ),
-        (
-            "Australia/Sydney",
-            date(2026, 4, 3),
-            Wait::BusinessDays(3),
-            date(2026, 4, 8),
-        ),
-        (
-            "Australia/Sydney",
-            date(2026, 10, 2),
-            Wait::Days(2),
-            date(2026, 10, 4),
-        ),
+        ("America/Los_Angeles", date(2026, 3, 6), Wait::Days(2), date(2026, 3, 8)),
+        ("America/Los_Angeles", date(2026, 3, 6), Wait::BusinessDays(3), date(2026, 3, 11)),
+        ("America/Los_Angeles", date(2026, 10, 30), Wait::Days(2), date(2026, 11, 1)),
+        ("America/Los_Angeles", date(2026, 10, 30), Wait::BusinessDays(3), date(2026, 11, 4)),
+        ("Europe/Berlin", date(2026, 3, 27), Wait::BusinessDays(3), date(2026, 4, 1)),
+        ("Europe/Berlin", date(2026, 10, 24), Wait::Days(2), date(2026, 10, 26)),
+        ("Australia/Sydney", date(2026, 4, 3), Wait::BusinessDays(3), date(2026, 4, 8)),
+        ("Australia/Sydney", date(2026, 10, 2), Wait::Days(2), date(2026, 10, 4)),
     ];
     for (zone, from_day, wait, to_day) in cases {
         let z = tz(zone);
         let from = local_instant(z, from_day, hm(9, 0));
         let to = add_wait(from, wait, z, &c);
         let local = to.with_timezone(&z);
-        assert_eq!(
-            (local.date_naive(), local.time()),
-            (to_day, hm(9, 0)),
-            "{zone} {from_day} + {wait}"
-        );
+        assert_eq!((local.date_naive(), local.time()), (to_day, hm(9, 0)), "{zone} {from_day} + {wait}");
         // The elapsed time is not a whole number of 24-hour days: the change is in it.
-        assert_ne!(
-            (to - from).num_seconds() % 86_400,
-            0,
-            "{zone} {from_day} + {wait}"
-        );
+        assert_ne!((to - from).num_seconds() % 86_400, 0, "{zone} {from_day} + {wait}");
     }
     // Explicitly, in UTC: 09:00 PST Friday + 3 business days = 09:00 PDT Wednesday.
     let la = tz("America/Los_Angeles");
-    assert_eq!(
-        add_wait(utc(2026, 3, 6, 17, 0), Wait::BusinessDays(3), la, &c),
-        utc(2026, 3, 11, 16, 0)
-    );
+    assert_eq!(add_wait(utc(2026, 3, 6, 17, 0), Wait::BusinessDays(3), la, &c), utc(2026, 3, 11, 16, 0));
 }
 
 #[test]
@@ -666,31 +417,13 @@ fn business_days_skip_weekends_and_holidays() {
     let to = add_wait(from, Wait::BusinessDays(3), z, &c);
     assert_eq!(wall(to, "Europe/Berlin"), "2026-12-29 14:15 CET");
     // From a Saturday, one business day is Monday.
-    assert_eq!(
-        c.add_business_days(date(2026, 6, 20), 1),
-        Some(date(2026, 6, 22))
-    );
-    assert_eq!(
-        c.add_business_days(date(2026, 6, 21), 1),
-        Some(date(2026, 6, 22))
-    );
-    assert_eq!(
-        c.add_business_days(date(2026, 6, 21), 5),
-        Some(date(2026, 6, 26))
-    );
-    assert_eq!(
-        c.add_business_days(date(2026, 6, 21), 6),
-        Some(date(2026, 6, 29))
-    );
+    assert_eq!(c.add_business_days(date(2026, 6, 20), 1), Some(date(2026, 6, 22)));
+    assert_eq!(c.add_business_days(date(2026, 6, 21), 1), Some(date(2026, 6, 22)));
+    assert_eq!(c.add_business_days(date(2026, 6, 21), 5), Some(date(2026, 6, 26)));
+    assert_eq!(c.add_business_days(date(2026, 6, 21), 6), Some(date(2026, 6, 29)));
     // Thursday 2026-12-31 + 1: (Fri 01-01 holiday), Monday 2027-01-04.
-    assert_eq!(
-        c.add_business_days(date(2026, 12, 31), 1),
-        Some(date(2027, 1, 4))
-    );
-    assert_eq!(
-        c.add_business_days(date(2026, 12, 31), 0),
-        Some(date(2026, 12, 31))
-    );
+    assert_eq!(c.add_business_days(date(2026, 12, 31), 1), Some(date(2027, 1, 4)));
+    assert_eq!(c.add_business_days(date(2026, 12, 31), 0), Some(date(2026, 12, 31)));
     assert!(!c.is_business_day(date(2026, 12, 25)));
     assert!(!c.is_business_day(date(2026, 12, 26)));
     assert!(c.is_business_day(date(2026, 12, 28)));
@@ -706,19 +439,8 @@ fn business_days_do_not_loop_on_huge_waits() {
     let c = cal(&[date(2026, 12, 25)]);
     let d = c.add_business_days(date(2026, 6, 15), 5_000_000).unwrap();
     // 5,000,000 weekdays are exactly 1,000,000 weeks; one holiday adds one day.
-    assert_eq!(
-        d,
-        date(2026, 6, 15) + Duration::weeks(1_000_000) + Duration::days(1)
-    );
-    assert_eq!(
-        add_wait(
-            utc(2026, 6, 15, 9, 0),
-            Wait::BusinessDays(u32::MAX),
-            Tz::UTC,
-            &c
-        ),
-        DateTime::<Utc>::MAX_UTC
-    );
+    assert_eq!(d, date(2026, 6, 15) + Duration::weeks(1_000_000) + Duration::days(1));
+    assert_eq!(add_wait(utc(2026, 6, 15, 9, 0), Wait::BusinessDays(u32::MAX), Tz::UTC, &c), DateTime::<Utc>::MAX_UTC);
 }
 
 // --------------------------------------------------------- property tests
@@ -749,19 +471,10 @@ fn zone() -> impl Strategy<Value = Tz> {
 /// Instants from 2015 to 2032, half of them in the months where the zones
 /// above change their clocks.
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-    let uniform =
-        (1_420_070_400i64..1_956_528_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap());
-    let near_changes = (
-        2015i32..2032,
-        prop::sample::select(vec![3u32, 4, 9, 10, 11]),
-        1u32..=28,
-        0i64..86_400,
-        0u32..1_000_000_000,
-    )
+    let uniform = (1_420_070_400i64..1_956_528_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap());
+    let near_changes = (2015i32..2032, prop::sample::select(vec![3u32, 4, 9, 10, 11]), 1u32..=28, 0i64..86_400, 0u32..1_000_000_000)
         .prop_map(|(y, m, d, s, ns)| {
-            date(y, m, d).and_hms_opt(0, 0, 0).unwrap().and_utc()
-                + Duration::seconds(s)
-                + Duration::nanoseconds(i64::from(ns))
+            date(y, m, d).and_hms_opt(0, 0, 0).unwrap().and_utc() + Duration::seconds(s) + Duration::nanoseconds(i64::from(ns))
         });
     prop_oneof![uniform, near_changes]
 }
@@ -788,10 +501,8 @@ fn window() -> impl Strategy<Value = SendWindow> {
 /// Up to six holidays within the month after `at`'s UTC date.
 fn holidays_near(at: DateTime<Utc>) -> impl Strategy<Value = Calendar> {
     let base = at.date_naive();
-    prop::collection::btree_set(0u64..31, 0..6).prop_map(move |offsets| Calendar {
-        name: "random".into(),
-        holidays: offsets.into_iter().map(|o| base + Days::new(o)).collect(),
-    })
+    prop::collection::btree_set(0u64..31, 0..6)
+        .prop_map(move |offsets| Calendar { name: "random".into(), holidays: offsets.into_iter().map(|o| base + Days::new(o)).collect() })
 }
 
 /// The first change of `z`'s UTC offset after `from`, within a year; found
@@ -822,42 +533,34 @@ fn next_change(z: Tz, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
 /// A zone and an instant: a third of them within 36 hours of one of the
 /// zone's clock changes.
 fn zone_and_instant() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
-    (zone(), instant(), any::<bool>(), -36 * 3600i64..36 * 3600).prop_map(
-        |(z, at, uniform, delta)| {
-            if uniform {
-                return (z, at);
-            }
-            match next_change(z, at) {
-                Some(change) => (z, change + Duration::seconds(delta)),
-                None => (z, at),
-            }
-        },
-    )
-}
-
-/// A zone and an instant, half of them within three hours of a clock change.
-fn zone_and_instant_near_change() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
-    (zone_and_instant(), -3 * 3600i64..3 * 3600).prop_map(|((z, at), delta)| {
+    (zone(), instant(), any::<bool>(), -36 * 3600i64..36 * 3600).prop_map(|(z, at, uniform, delta)| {
+        if uniform {
+            return (z, at);
+        }
         match next_change(z, at) {
-            Some(change) if delta % 2 == 0 => (z, change + Duration::seconds(delta)),
-            _ => (z, at),
+            Some(change) => (z, change + Duration::seconds(delta)),
+            None => (z, at),
         }
     })
 }
 
+/// A zone and an instant, half of them within three hours of a clock change.
+fn zone_and_instant_near_change() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
+    (zone_and_instant(), -3 * 3600i64..3 * 3600).prop_map(|((z, at), delta)| match next_change(z, at) {
+        Some(change) if delta % 2 == 0 => (z, change + Duration::seconds(delta)),
+        _ => (z, at),
+    })
+}
+
 fn case() -> impl Strategy<Value = (DateTime<Utc>, Tz, SendWindow, Calendar)> {
-    (zone_and_instant(), window())
-        .prop_flat_map(|((z, at), w)| (Just(at), Just(z), Just(w), holidays_near(at)))
+    (zone_and_instant(), window()).prop_flat_map(|((z, at), w)| (Just(at), Just(z), Just(w), holidays_near(at)))
 }
 
 /// The test's own reading of "open", written without `is_open`.
 fn open_by_the_wall_clock(t: DateTime<Utc>, w: &SendWindow, z: Tz, c: &Calendar) -> bool {
     let local = t.with_timezone(&z);
     let day = local.weekday().num_days_from_monday() as usize;
-    w.days[day]
-        && !c.holidays.contains(&local.date_naive())
-        && w.start <= local.time()
-        && local.time() < w.end
+    w.days[day] && !c.holidays.contains(&local.date_naive()) && w.start <= local.time() && local.time() < w.end
 }
 
 proptest! {
@@ -962,12 +665,7 @@ proptest! {
 
 /// `to` shows the wall time `time`, or, when that time does not exist on
 /// its date, is the first instant after the gap.
-fn check_wall_time(
-    z: Tz,
-    time: NaiveTime,
-    to: DateTime<Utc>,
-    end: NaiveDateTime,
-) -> Result<(), TestCaseError> {
+fn check_wall_time(z: Tz, time: NaiveTime, to: DateTime<Utc>, end: NaiveDateTime) -> Result<(), TestCaseError> {
     let wanted = end.date().and_time(time);
     if z.from_local_datetime(&wanted).earliest().is_some() {
         prop_assert_eq!(end, wanted);

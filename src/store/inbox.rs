@@ -5,7 +5,9 @@ use super::{dispatch, Store, StoreError};
 impl Store {
     /// When the rep's inbox last finished a sync (any mailbox).
     pub async fn inbox_synced_at(&self, rep: &str) -> Result<Option<i64>, StoreError> {
-        Ok(dispatch!(self, pool => sqlx::query_scalar("SELECT MAX(synced_at) FROM mailboxes WHERE rep = $1").bind(rep).fetch_one(pool).await?))
+        Ok(
+            dispatch!(self, pool => sqlx::query_scalar("SELECT MAX(synced_at) FROM mailboxes WHERE rep = $1").bind(rep).fetch_one(pool).await?),
+        )
     }
 }
 
@@ -67,7 +69,14 @@ impl Store {
     }
 
     /// Records how far a mailbox has been read and that it is in sync now.
-    pub async fn save_mailbox_state(&self, rep: &str, mailbox: &str, uid_validity: i64, last_uid: i64, synced_at: i64) -> Result<(), StoreError> {
+    pub async fn save_mailbox_state(
+        &self,
+        rep: &str,
+        mailbox: &str,
+        uid_validity: i64,
+        last_uid: i64,
+        synced_at: i64,
+    ) -> Result<(), StoreError> {
         dispatch!(self, pool => {
             sqlx::query(
                 "INSERT INTO mailboxes (rep, mailbox, uid_validity, last_uid, synced_at) VALUES ($1, $2, $3, $4, $5) \
@@ -85,7 +94,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({}) ORDER BY id DESC", placeholders.join(", "));
+        let sql = format!(
+            "SELECT lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({}) ORDER BY id DESC",
+            placeholders.join(", ")
+        );
         Ok(dispatch!(self, pool => {
             let mut q = sqlx::query_as(&sql);
             for id in ids {
@@ -102,7 +114,12 @@ impl Store {
 
     /// Records an inbound message and its effects in one transaction; a
     /// message already recorded (same rep and key) changes nothing.
-    pub async fn record_inbound(&self, now: i64, a: &InboundAction<'_>, stage_rank: &(dyn Fn(&str) -> usize + Sync)) -> Result<InboundOutcome, StoreError> {
+    pub async fn record_inbound(
+        &self,
+        now: i64,
+        a: &InboundAction<'_>,
+        stage_rank: &(dyn Fn(&str) -> usize + Sync),
+    ) -> Result<InboundOutcome, StoreError> {
         use super::leads::{touch, NewTouch};
         use crate::domain::{EnrollmentState, TouchKind};
         let mut out = InboundOutcome::default();

@@ -90,10 +90,12 @@ pub struct NewTouch<'a> {
     pub step: Option<i64>,
 }
 
-pub(crate) const INSERT_TOUCH: &str = "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
+pub(crate) const INSERT_TOUCH: &str =
+    "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 /// Kinds that are not a touch of the lead (for staleness).
-const UPDATE_LAST_TOUCH: &str = "UPDATE leads SET last_touch_at = $1, stale = 0 WHERE id = $2 AND (last_touch_at IS NULL OR last_touch_at < $1)";
+const UPDATE_LAST_TOUCH: &str =
+    "UPDATE leads SET last_touch_at = $1, stale = 0 WHERE id = $2 AND (last_touch_at IS NULL OR last_touch_at < $1)";
 
 /// Records a touchpoint inside an open transaction (any backend).
 macro_rules! touch {
@@ -142,7 +144,12 @@ impl Store {
 
     /// Enrolls many leads in one transaction (the importer's batches). Each
     /// input gets its own outcome; refused rows change nothing.
-    pub async fn enroll_batch(&self, now: i64, inputs: &[LeadInput], plan: &EnrollPlan<'_>) -> Result<Vec<Result<Enrolled, Refusal>>, StoreError> {
+    pub async fn enroll_batch(
+        &self,
+        now: i64,
+        inputs: &[LeadInput],
+        plan: &EnrollPlan<'_>,
+    ) -> Result<Vec<Result<Enrolled, Refusal>>, StoreError> {
         let lead_sql = format!("SELECT {LEAD_COLS} FROM leads WHERE email = $1");
         let insert_lead = format!(
             "INSERT INTO leads (email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, created_at, updated_at) \
@@ -356,7 +363,8 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<Option<EnrollmentRow>, StoreError> {
         let states = from.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
-        let select = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");
+        let select =
+            format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");
         let ended = !to.is_live();
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
@@ -383,7 +391,14 @@ impl Store {
 
     /// Moves the lead to `stage` (logged). Returns the old stage, or `None`
     /// when it already was there.
-    pub async fn set_stage(&self, now: i64, lead_id: i64, stage: &str, rep: Option<&str>, why: Option<&str>) -> Result<Option<String>, StoreError> {
+    pub async fn set_stage(
+        &self,
+        now: i64,
+        lead_id: i64,
+        stage: &str,
+        rep: Option<&str>,
+        why: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
             let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;

@@ -92,15 +92,29 @@ pub struct Advance {
 /// The outcome of one claimed send.
 #[derive(Clone, Debug)]
 pub enum Ack {
-    Sent { touch: TouchKind, advance: Advance },
+    Sent {
+        touch: TouchKind,
+        advance: Advance,
+    },
     /// The server may have it: never resent; the enrollment moves on.
-    Unknown { error: String, advance: Advance },
+    Unknown {
+        error: String,
+        advance: Advance,
+    },
     /// Try again at `next_at`.
-    Retry { error: String, next_at: Option<i64>, attempts: i64 },
+    Retry {
+        error: String,
+        next_at: Option<i64>,
+        attempts: i64,
+    },
     /// Give up on this send and pause the enrollment.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// The server refused the recipient for good.
-    Bounced { error: String },
+    Bounced {
+        error: String,
+    },
 }
 
 const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
@@ -146,7 +160,13 @@ impl Store {
     /// Claims up to `limit` due sends in one transaction, oldest due first,
     /// scanning at most `scan` due rows (held rows are skipped over, so a
     /// full cap never starves other reps).
-    pub async fn claim<P: ClaimPolicy>(&self, now: i64, limit: usize, scan: usize, policy: &mut P) -> Result<Vec<Claimed<P::Payload>>, StoreError> {
+    pub async fn claim<P: ClaimPolicy>(
+        &self,
+        now: i64,
+        limit: usize,
+        scan: usize,
+        policy: &mut P,
+    ) -> Result<Vec<Claimed<P::Payload>>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
             let mut claimed = Vec::new();
@@ -384,7 +404,14 @@ impl Store {
     }
 
     /// Resumes a paused enrollment (manual or automatic), scheduled at `next_at`.
-    pub async fn resume(&self, now: i64, enrollment_id: i64, due_at: Option<i64>, next_at: Option<i64>, detail: &str) -> Result<bool, StoreError> {
+    pub async fn resume(
+        &self,
+        now: i64,
+        enrollment_id: i64,
+        due_at: Option<i64>,
+        next_at: Option<i64>,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
             let r: Option<(i64, String)> = sqlx::query_as(
@@ -400,4 +427,3 @@ impl Store {
         })
     }
 }
-

@@ -52,9 +52,7 @@ struct Inner {
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates")
-            .field("names", &self.hashes.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Templates").field("names", &self.hashes.keys().collect::<Vec<_>>()).finish()
     }
 }
 

@@ -32,21 +32,15 @@ fn classify_golden_files() {
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
         .collect();
     emls.sort();
-    assert!(
-        !emls.is_empty(),
-        "no golden files found in {:?}",
-        fixtures_dir()
-    );
+    assert!(!emls.is_empty(), "no golden files found in {:?}", fixtures_dir());
 
     let mut failures = Vec::new();
     for eml in &emls {
         let name = eml.file_name().unwrap().to_string_lossy().to_string();
         let json_path = eml.with_extension("expected.json");
-        let expected: Expected = serde_json::from_str(
-            &std::fs::read_to_string(&json_path)
-                .unwrap_or_else(|e| panic!("{name}: missing {json_path:?}: {e}")),
-        )
-        .unwrap_or_else(|e| panic!("{name}: bad expected json: {e}"));
+        let expected: Expected =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("{name}: missing {json_path:?}: {e}")))
+                .unwrap_or_else(|e| panic!("{name}: bad expected json: {e}"));
         let raw = std::fs::read(eml).unwrap();
         let v = classify(&raw);
         let mut problems = Vec::new();
@@ -57,10 +51,7 @@ fn classify_golden_files() {
             problems.push(format!("lead {:?}, expected {:?}", v.lead, expected.lead));
         }
         if v.return_date != expected.return_date {
-            problems.push(format!(
-                "return_date {:?}, expected {:?}",
-                v.return_date, expected.return_date
-            ));
+            problems.push(format!("return_date {:?}, expected {:?}", v.return_date, expected.return_date));
         }
         for id in &expected.refers_to_contains {
             if !v.refers_to.contains(id) {
@@ -77,10 +68,7 @@ fn classify_golden_files() {
                 problems.push(format!("snippet {:?}, expected {s:?}", v.snippet));
             }
         }
-        if v.refers_to
-            .iter()
-            .any(|id| id.starts_with('<') || id.ends_with('>'))
-        {
+        if v.refers_to.iter().any(|id| id.starts_with('<') || id.ends_with('>')) {
             problems.push(format!("refers_to keeps brackets: {:?}", v.refers_to));
         }
         let unique: std::collections::HashSet<_> = v.refers_to.iter().collect();
@@ -91,23 +79,11 @@ fn classify_golden_files() {
             problems.push("snippet longer than 200 characters".into());
         }
         if !problems.is_empty() {
-            failures.push(format!(
-                "{name}:\n  {}\n{}",
-                problems.join("\n  "),
-                v.to_text()
-            ));
+            failures.push(format!("{name}:\n  {}\n{}", problems.join("\n  "), v.to_text()));
         }
     }
-    println!(
-        "golden files: {} checked, {} failed",
-        emls.len(),
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "golden file failures:\n{}",
-        failures.join("\n")
-    );
+    println!("golden files: {} checked, {} failed", emls.len(), failures.len());
+    assert!(failures.is_empty(), "golden file failures:\n{}", failures.join("\n"));
 }
 
 /// Files whose name says bounce/complaint but whose content is something
@@ -167,10 +143,7 @@ fn corpus_expectation(name: &str) -> Result<Kind, ()> {
         Ok(Kind::AutoReply)
     } else if name.starts_with("arf-") {
         Ok(Kind::Complaint)
-    } else if name.starts_with("lhost-")
-        || name.starts_with("rhost-")
-        || name.starts_with("rfc3464-")
-    {
+    } else if name.starts_with("lhost-") || name.starts_with("rhost-") || name.starts_with("rfc3464-") {
         Ok(Kind::Bounce)
     } else {
         Err(())
@@ -182,10 +155,7 @@ fn classify_sisimai_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/sisimai");
     if !root.is_dir() {
         // CI always has the corpus; a developer checkout may not.
-        println!(
-            "SKIPPED: Sisimai corpus absent at {} (CI always has it)",
-            root.display()
-        );
+        println!("SKIPPED: Sisimai corpus absent at {} (CI always has it)", root.display());
         return;
     }
     let mut cases: Vec<(PathBuf, Result<Kind, ()>)> = Vec::new();
@@ -199,11 +169,7 @@ fn classify_sisimai_corpus() {
                 continue;
             }
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let expected = if is_not {
-                Err(())
-            } else {
-                corpus_expectation(&name)
-            };
+            let expected = if is_not { Err(()) } else { corpus_expectation(&name) };
             cases.push((p, expected));
         }
     }
@@ -241,10 +207,7 @@ fn classify_sisimai_corpus() {
     for m in &misses {
         println!("MISS {m}");
     }
-    println!(
-        "Sisimai corpus: {correct}/{total} correct ({pct:.1}%); bounces with a lead: {}/{}",
-        bounce_leads.0, bounce_leads.1
-    );
+    println!("Sisimai corpus: {correct}/{total} correct ({pct:.1}%); bounces with a lead: {}/{}", bounce_leads.0, bounce_leads.1);
     assert!(pct >= 95.0, "classifier below 95% on the corpus: {pct:.1}%");
 }
 

@@ -9,8 +9,24 @@ const MON_10_UTC: &str = "2026-11-30T10:00:00Z";
 fn enroll_then_show_then_leads() {
     let p = Project::file();
     let out = p.json(&[
-        "enroll", "Ana.Lee@Acme.example", "--sequence", "outreach", "--first-name", "Ana", "--last-name", "Lee", "--company", "Acme",
-        "--timezone", "America/New_York", "--value", "12000", "--field", "plan=pro", "--now", MON_10_UTC,
+        "enroll",
+        "Ana.Lee@Acme.example",
+        "--sequence",
+        "outreach",
+        "--first-name",
+        "Ana",
+        "--last-name",
+        "Lee",
+        "--company",
+        "Acme",
+        "--timezone",
+        "America/New_York",
+        "--value",
+        "12000",
+        "--field",
+        "plan=pro",
+        "--now",
+        MON_10_UTC,
     ]);
     assert_eq!(out["email"], "ana.lee@acme.example");
     assert_eq!(out["created_lead"], true);
@@ -46,11 +62,15 @@ fn enroll_then_show_then_leads() {
 fn enrolling_twice_is_refused_and_changes_nothing() {
     let p = Project::file();
     p.enroll("bo@acme.example", "UTC", MON_10_UTC);
-    let before = p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+    let before =
+        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
     let out = p.run(&["enroll", "bo@acme.example", "--sequence", "outreach", "--company", "Other", "--now", "2026-12-01T10:00:00Z"]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("already active in sequence `outreach`"), "{}", text(&out.stderr));
-    assert_eq!(p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"), before);
+    assert_eq!(
+        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
+        before
+    );
     assert_eq!(p.json(&["show", "bo@acme.example"])["company"], "Acme");
 }
 
@@ -137,11 +157,16 @@ fn import_keeps_good_rows_names_bad_lines_and_is_idempotent() {
     assert_eq!(p.sqlite("SELECT count(*) FROM enrollments WHERE state = 'active'"), "997");
     assert_eq!(p.sqlite("SELECT json_extract(fields, '$.plan') FROM leads WHERE email = 'lead5@acme5.example'"), "pro");
 
-    let snapshot = p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+    let snapshot =
+        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
     let again = p.run(&["import", file, "--sequence", "outreach", "--now", "2026-12-01T10:00:00Z"]);
     let summary = text(&again.stdout);
     assert!(summary.contains("0 enrolled") && summary.contains("997 already enrolled"), "{summary}");
-    assert_eq!(p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"), snapshot, "re-import changed nothing");
+    assert_eq!(
+        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
+        snapshot,
+        "re-import changed nothing"
+    );
 }
 
 #[test]
@@ -204,7 +229,9 @@ template = "missing-template"
     p.tmp.write_template("bad-syntax", "---\nsubject: \"x\"\n---\nHello {{#if first_name}}\n");
     p.tmp.write_template("needs-field", "---\nsubject: \"x\"\n---\nYour plan: {{fields.plan}}\n");
     let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
-    p.tmp.write_config(&cfg.replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus\"\nfrobnicate = true").replace("[hygiene]", "[hygiene]"));
+    p.tmp.write_config(
+        &cfg.replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus\"\nfrobnicate = true").replace("[hygiene]", "[hygiene]"),
+    );
     let mut cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
     cfg.push_str("\n[hygiene]\nschedule = \"every tuesday\"\n");
     p.tmp.write_config(&cfg);

@@ -51,7 +51,10 @@ impl Project {
         let tmp = TempProject::new();
         let smtp = match opts.smtp_port {
             None => "transport = \"file\"\ndir = \"outbox\"".to_string(),
-            Some(port) => format!("transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"5s\"\nmax_attempts = {}", opts.max_attempts),
+            Some(port) => format!(
+                "transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"5s\"\nmax_attempts = {}",
+                opts.max_attempts
+            ),
         };
         let imap = match &opts.imap {
             None => String::new(),
@@ -133,7 +136,12 @@ after = "7 days"
             ),
         );
         tmp.write_template("intro", "---\nsubject: \"Quick question about {{company}}\"\n---\nHi {{default first_name \"there\"}},\n\nstep {{step}} for {{company}}.\n\n{{> signature}}\nUnsubscribe: {{unsubscribe_url}}\n");
-        for (name, line) in [("bump", "Just bumping this up."), ("value", "Here is a case study."), ("final", "One more thought."), ("breakup", "Should I close your file?")] {
+        for (name, line) in [
+            ("bump", "Just bumping this up."),
+            ("value", "Here is a case study."),
+            ("final", "One more thought."),
+            ("breakup", "Should I close your file?"),
+        ] {
             tmp.write_template(name, &format!("---\nsubject: \"{name}\"\n---\nHi {{{{default first_name \"there\"}}}},\n\n{line} (step {{{{step}}}})\n\n{{{{> signature}}}}\n"));
         }
         tmp.write_template("partials/signature", "{{rep.name}}\n{{rep.signature}}");
@@ -157,7 +165,13 @@ after = "7 days"
     /// Runs and asserts exit 0, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "cadence {args:?} failed ({:?}):\nstdout: {}\nstderr: {}", out.status.code(), text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cadence {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 

@@ -33,21 +33,14 @@ fn message(subject: &str) -> Vec<u8> {
 async fn dovecot_serves_appended_messages_byte_for_byte() {
     let dovecot = Dovecot::start(&[ALICE, BOB]).await;
     let (first, second) = (message("first"), message("second"));
-    dovecot
-        .append_all(ALICE.0, "INBOX", [first.as_slice(), second.as_slice()])
-        .await;
-    dovecot
-        .append(BOB.0, "Archive/2026", &message("bob's"))
-        .await;
+    dovecot.append_all(ALICE.0, "INBOX", [first.as_slice(), second.as_slice()]).await;
+    dovecot.append(BOB.0, "Archive/2026", &message("bob's")).await;
 
     let mut alice = dovecot.login(ALICE.0).await;
     assert_eq!(fetch_all(&mut alice, "INBOX").await, vec![first, second]);
     let mut bob = dovecot.login(BOB.0).await;
     assert_eq!(fetch_all(&mut bob, "INBOX").await, Vec::<Vec<u8>>::new());
-    assert_eq!(
-        fetch_all(&mut bob, "Archive/2026").await,
-        vec![message("bob's")]
-    );
+    assert_eq!(fetch_all(&mut bob, "Archive/2026").await, vec![message("bob's")]);
 }
 
 #[tokio::test]
@@ -73,14 +66,9 @@ async fn dovecot_idle_reports_a_new_append() {
     let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(15));
     let (response, ()) = tokio::join!(wait, dovecot.append(ALICE.0, "INBOX", &new));
     match response.unwrap() {
-        IdleResponse::NewData(data) => assert!(
-            matches!(
-                data.parsed(),
-                Response::MailboxData(MailboxDatum::Exists(1))
-            ),
-            "expected * 1 EXISTS, got {:?}",
-            data.parsed()
-        ),
+        IdleResponse::NewData(data) => {
+            assert!(matches!(data.parsed(), Response::MailboxData(MailboxDatum::Exists(1))), "expected * 1 EXISTS, got {:?}", data.parsed())
+        }
         other => panic!("IDLE saw no new message: {other:?}"),
     }
     idle.done().await.unwrap();
@@ -89,34 +77,21 @@ async fn dovecot_idle_reports_a_new_append() {
 #[tokio::test]
 async fn dovecot_restart_keeps_mail_and_ports_and_drops_old_connections() {
     let mut dovecot = Dovecot::start(&[ALICE]).await;
-    dovecot
-        .append(ALICE.0, "INBOX", &message("before-stop"))
-        .await;
+    dovecot.append(ALICE.0, "INBOX", &message("before-stop")).await;
     let mut open = dovecot.login(ALICE.0).await;
     open.select("INBOX").await.unwrap();
     let port = dovecot.port();
 
     dovecot.stop();
     assert!(!dovecot.is_running());
-    assert!(
-        TcpStream::connect((HOST, port)).await.is_err(),
-        "port {port} still answers after stop"
-    );
-    assert!(
-        open.noop().await.is_err(),
-        "a connection opened before stop still works: its imap process survived"
-    );
+    assert!(TcpStream::connect((HOST, port)).await.is_err(), "port {port} still answers after stop");
+    assert!(open.noop().await.is_err(), "a connection opened before stop still works: its imap process survived");
 
     dovecot.start_again().await;
     assert_eq!(dovecot.port(), port);
-    dovecot
-        .append(ALICE.0, "INBOX", &message("after-start"))
-        .await;
+    dovecot.append(ALICE.0, "INBOX", &message("after-start")).await;
     let mut session = dovecot.login(ALICE.0).await;
-    assert_eq!(
-        fetch_all(&mut session, "INBOX").await,
-        vec![message("before-stop"), message("after-start")]
-    );
+    assert_eq!(fetch_all(&mut session, "INBOX").await, vec![message("before-stop"), message("after-start")]);
 }
 
 #[tokio::test]
@@ -130,10 +105,7 @@ async fn dovecot_uid_validity_reset_is_seen_by_clients() {
     let mut session = dovecot.login(ALICE.0).await;
     let mailbox = session.select("INBOX").await.unwrap();
     assert_eq!(mailbox.uid_validity, Some(new));
-    assert_eq!(
-        fetch_all(&mut session, "INBOX").await,
-        vec![message("kept")]
-    );
+    assert_eq!(fetch_all(&mut session, "INBOX").await, vec![message("kept")]);
 }
 
 #[tokio::test]
@@ -146,27 +118,19 @@ async fn dovecot_imaps_is_trusted_through_the_rig_ca() {
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     for name in ["localhost", "127.0.0.1"] {
-        let tcp = TcpStream::connect((HOST, dovecot.imaps_port()))
-            .await
-            .unwrap();
+        let tcp = TcpStream::connect((HOST, dovecot.imaps_port())).await.unwrap();
         let server_name = rustls::pki_types::ServerName::try_from(name).unwrap();
         let tls = connector.connect(server_name, tcp).await.unwrap();
         let mut client = async_imap::Client::new(tls);
         client.read_response().await.unwrap().unwrap();
-        let mut session = client
-            .login(ALICE.0, ALICE.1)
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let mut session = client.login(ALICE.0, ALICE.1).await.map_err(|(e, _)| e).unwrap();
         let mailbox = session.select("INBOX").await.unwrap();
         assert_eq!(mailbox.exists, 1, "over TLS as {name}");
     }
@@ -179,18 +143,9 @@ async fn postgres_fresh_databases_are_separate_and_dropped() {
     assert_ne!(first.name(), second.name());
 
     let mut conn = first.connect().await;
-    sqlx::query("CREATE TABLE leads (email TEXT PRIMARY KEY)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO leads VALUES ('a@example.test')")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM leads")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("CREATE TABLE leads (email TEXT PRIMARY KEY)").execute(&mut conn).await.unwrap();
+    sqlx::query("INSERT INTO leads VALUES ('a@example.test')").execute(&mut conn).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM leads").fetch_one(&mut conn).await.unwrap();
     assert_eq!(count, 1);
 
     let mut other = second.connect().await;
@@ -240,18 +195,8 @@ fn temp_project_lays_out_files_and_a_sqlite_url() {
 
     assert_eq!(config, project.config_path());
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "[daemon]\n");
-    assert_eq!(
-        sequence,
-        project.root().join("config/sequences/outbound.toml")
-    );
+    assert_eq!(sequence, project.root().join("config/sequences/outbound.toml"));
     assert!(template.ends_with("templates/partials/signature.hbs") && template.exists());
-    assert_eq!(
-        project.database_url(),
-        format!("sqlite://{}/cadence.db", project.root().display())
-    );
-    assert_eq!(
-        project.cadence().get_current_dir(),
-        Some(project.root()),
-        "cadence runs from the project root"
-    );
+    assert_eq!(project.database_url(), format!("sqlite://{}/cadence.db", project.root().display()));
+    assert_eq!(project.cadence().get_current_dir(), Some(project.root()), "cadence runs from the project root");
 }

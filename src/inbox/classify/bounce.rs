@@ -22,10 +22,7 @@ impl DsnRecipient {
         self.original_recipient
             .as_deref()
             .filter(|a| looks_like_address(a))
-            .or(self
-                .final_recipient
-                .as_deref()
-                .filter(|a| looks_like_address(a)))
+            .or(self.final_recipient.as_deref().filter(|a| looks_like_address(a)))
     }
 
     /// A permanent failure: `failed` (or `expired`, which some MTAs write
@@ -52,8 +49,7 @@ pub fn fields(block: &str) -> Vec<(String, String)> {
         }
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
-            if !name.is_empty() && !name.contains(' ') && name.bytes().all(|b| b.is_ascii_graphic())
-            {
+            if !name.is_empty() && !name.contains(' ') && name.bytes().all(|b| b.is_ascii_graphic()) {
                 out.push((name.to_ascii_lowercase(), value.trim().to_string()));
             }
         }
@@ -100,10 +96,7 @@ fn address_field(value: &str) -> Option<String> {
 /// unless it looks like an address.
 pub fn clean_address(s: &str) -> Option<String> {
     let s = s.trim().trim_start_matches(['<', '"', '\'', '(', '[']);
-    let s = s
-        .split(['>', '"', '\'', ')', ']', ' ', ','])
-        .next()
-        .unwrap_or("");
+    let s = s.split(['>', '"', '\'', ')', ']', ' ', ',']).next().unwrap_or("");
     let s = s.trim_end_matches(['.', ':', ';']).to_lowercase();
     let s = s.strip_prefix("mailto:").unwrap_or(&s).to_string();
     looks_like_address(&s).then_some(s)
@@ -117,11 +110,8 @@ pub fn looks_like_address(s: &str) -> bool {
         && (domain.contains('.') || domain == "localhost")
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && s.chars()
-            .all(|c| !c.is_whitespace() && c != '<' && c != '>')
-        && domain.chars().all(|c| {
-            c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':'
-        })
+        && s.chars().all(|c| !c.is_whitespace() && c != '<' && c != '>')
+        && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':')
 }
 
 /// Addresses that are the mail system itself, never a lead.
@@ -368,8 +358,7 @@ pub fn notice_end(text: &str) -> usize {
     for (i, line) in lines.iter().enumerate() {
         let l = line.trim().to_lowercase();
         let is_marker =
-            (l.starts_with('-') || l.starts_with('=') || l.starts_with('*') || l.ends_with(':'))
-                && MARKERS.iter().any(|m| l.contains(m));
+            (l.starts_with('-') || l.starts_with('=') || l.starts_with('*') || l.ends_with(':')) && MARKERS.iter().any(|m| l.contains(m));
         // A quoted header block: two header lines in a row that real
         // originals carry.
         let is_headers = starts_header_block(&lines, i);
@@ -410,13 +399,7 @@ fn starts_header_block(lines: &[&str], i: usize) -> bool {
         return false;
     }
     // Need a second header line within the next few (allowing folds).
-    lines
-        .iter()
-        .skip(i + 1)
-        .take(6)
-        .filter(|l| !l.starts_with([' ', '\t']))
-        .take(2)
-        .any(|l| is_h(l))
+    lines.iter().skip(i + 1).take(6).filter(|l| !l.starts_with([' ', '\t'])).take(2).any(|l| is_h(l))
 }
 
 /// The ids in a returned original's headers found in prose: `Message-ID`
@@ -441,9 +424,7 @@ fn fields_anywhere(text: &str) -> Vec<(String, String)> {
         let t = raw.trim_start();
         let header = t.split_once(':').filter(|(n, _)| {
             let n = n.trim_end();
-            !n.is_empty()
-                && !n.contains(' ')
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !n.is_empty() && !n.contains(' ') && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
         if let Some((n, v)) = header {
             if let Some(c) = current.take() {
@@ -490,31 +471,24 @@ pub fn angle_ids(value: &str) -> Vec<String> {
 /// them is the address that failed.
 pub fn failed_recipient_in_text(notice: &str, exclude: &[String]) -> Option<String> {
     let candidates = |line: &str| -> Vec<String> {
-        line.split(|c: char| {
-            c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\'')
-        })
-        .filter_map(|w| {
-            let w = w.trim_start_matches('<');
-            let w = w.split('>').next().unwrap_or("");
-            let w = w.trim_end_matches(':');
-            let w = w.strip_prefix("rfc822;").unwrap_or(w);
-            let w = w.strip_prefix("RFC822;").unwrap_or(w);
-            clean_address(w)
-        })
-        .filter(|a| !is_system_address(a) && !exclude.iter().any(|e| e == a))
-        .collect()
+        line.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\''))
+            .filter_map(|w| {
+                let w = w.trim_start_matches('<');
+                let w = w.split('>').next().unwrap_or("");
+                let w = w.trim_end_matches(':');
+                let w = w.strip_prefix("rfc822;").unwrap_or(w);
+                let w = w.strip_prefix("RFC822;").unwrap_or(w);
+                clean_address(w)
+            })
+            .filter(|a| !is_system_address(a) && !exclude.iter().any(|e| e == a))
+            .collect()
     };
     // Field-style recipient lines first, then qmail's "<addr>:" lines, then
     // the first address anywhere in the notice.
     for (name, value) in fields_anywhere(notice) {
         if matches!(
             name.as_str(),
-            "final-recipient"
-                | "original-recipient"
-                | "x-failed-recipients"
-                | "recipient"
-                | "recipient address"
-                | "address"
+            "final-recipient" | "original-recipient" | "x-failed-recipients" | "recipient" | "recipient address" | "address"
         ) {
             if let Some(a) = candidates(&value).into_iter().next() {
                 return Some(a);
@@ -535,15 +509,7 @@ pub fn failed_recipient_in_text(notice: &str, exclude: &[String]) -> Option<Stri
             }
         }
     }
-    notice
-        .lines()
-        .filter(|l| {
-            !l.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("mail from:")
-        })
-        .flat_map(candidates)
-        .next()
+    notice.lines().filter(|l| !l.trim_start().to_ascii_lowercase().starts_with("mail from:")).flat_map(candidates).next()
 }
 
 #[cfg(test)]
@@ -563,19 +529,13 @@ mod tests {
     #[test]
     fn qmail_recipient_line() {
         let notice = "Hi. This is the qmail-send program at mx.example.net.\nI'm afraid I wasn't able to deliver your message to the following addresses.\n\n<lead@example.org>:\nSorry, no mailbox here by that name. (#5.1.1)\n";
-        assert_eq!(
-            failed_recipient_in_text(notice, &["rep@acme.example".into()]).as_deref(),
-            Some("lead@example.org")
-        );
+        assert_eq!(failed_recipient_in_text(notice, &["rep@acme.example".into()]).as_deref(), Some("lead@example.org"));
     }
 
     #[test]
     fn ids_from_quoted_headers() {
         let text = "--- Below this line is a copy of the message.\n\nFrom: rep@acme.example\nMessage-ID: <abc.123@acme.example>\nReferences: <r1@acme.example>\n <r2@acme.example>\n\nbody";
-        assert_eq!(
-            ids_in_text(text),
-            vec!["abc.123@acme.example", "r1@acme.example", "r2@acme.example"]
-        );
+        assert_eq!(ids_in_text(text), vec!["abc.123@acme.example", "r1@acme.example", "r2@acme.example"]);
     }
 
     #[test]

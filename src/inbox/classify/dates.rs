@@ -53,10 +53,9 @@ const ANCHORS: &[&str] = &[
 /// Words skipped between an anchor and the date ("back in the office on the
 /// 12th", "sampai dengan hari Senin, tanggal 12").
 const FILLERS: &[&str] = &[
-    "on", "the", "of", "to", "in", "at", "office", "from", "by", "work", "my", "desk", "again",
-    "and", "will", "be", "i", "i'll", "am", "pm", "next", "pada", "tanggal", "tgl", "hari", "ke",
-    "kantor", "dengan", "tgl.", "mulai", "saya", "akan", "kembali", "bekerja", "masuk", "aktif",
-    "di", "-",
+    "on", "the", "of", "to", "in", "at", "office", "from", "by", "work", "my", "desk", "again", "and", "will", "be", "i", "i'll", "am",
+    "pm", "next", "pada", "tanggal", "tgl", "hari", "ke", "kantor", "dengan", "tgl.", "mulai", "saya", "akan", "kembali", "bekerja",
+    "masuk", "aktif", "di", "-",
 ];
 
 const MONTHS: &[(&str, u32)] = &[
@@ -151,19 +150,13 @@ pub fn find_return_date(text: &str, base: Option<NaiveDate>) -> Option<NaiveDate
     }
     // Unanchored ("Out of office 5 - 12 January 2027"): the latest explicit
     // calendar date in the text is the end of the absence.
-    (0..tokens.len())
-        .filter_map(|i| parse_explicit(&tokens, i, base).map(|(d, _)| d))
-        .filter(|d| plausible(*d))
-        .max()
+    (0..tokens.len()).filter_map(|i| parse_explicit(&tokens, i, base).map(|(d, _)| d)).filter(|d| plausible(*d)).max()
 }
 
 fn tokenize(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')' || c == ';')
-        .map(|t| {
-            t.trim_matches(|c: char| matches!(c, '.' | ':' | '!' | '?' | '"' | '\'' | '*'))
-                .to_string()
-        })
+        .map(|t| t.trim_matches(|c: char| matches!(c, '.' | ':' | '!' | '?' | '"' | '\'' | '*')).to_string())
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -172,11 +165,10 @@ fn tokenize(text: &str) -> Vec<String> {
 fn anchor_at(tokens: &[String], i: usize) -> Option<usize> {
     ANCHORS.iter().find_map(|a| {
         let words: Vec<&str> = a.split(' ').collect();
-        let hit = words.iter().enumerate().all(|(k, w)| {
-            tokens
-                .get(i + k)
-                .is_some_and(|t| t == w || t.trim_end_matches('.') == w.trim_end_matches('.'))
-        });
+        let hit = words
+            .iter()
+            .enumerate()
+            .all(|(k, w)| tokens.get(i + k).is_some_and(|t| t == w || t.trim_end_matches('.') == w.trim_end_matches('.')));
         hit.then_some(words.len())
     })
 }
@@ -234,10 +226,7 @@ fn resolve(year: Option<i32>, month: u32, day: u32, base: Option<NaiveDate>) -> 
 fn parse_numeric(t: &str, base: Option<NaiveDate>) -> Option<NaiveDate> {
     let sep = t.chars().find(|c| matches!(c, '-' | '/' | '.'))?;
     let parts: Vec<&str> = t.split(sep).collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
     let num = |s: &str| s.parse::<u32>().ok();
@@ -263,11 +252,7 @@ fn parse_numeric(t: &str, base: Option<NaiveDate>) -> Option<NaiveDate> {
 
 /// A calendar date written out at token `i` (no weekday-only or relative
 /// forms); returns the date and the number of tokens used.
-fn parse_explicit(
-    tokens: &[String],
-    i: usize,
-    base: Option<NaiveDate>,
-) -> Option<(NaiveDate, usize)> {
+fn parse_explicit(tokens: &[String], i: usize, base: Option<NaiveDate>) -> Option<(NaiveDate, usize)> {
     let t = tokens.get(i)?;
     if let Some(d) = parse_numeric(t, base) {
         return Some((d, 1));
@@ -309,9 +294,7 @@ fn parse_date_at(tokens: &[String], start: usize, base: Option<NaiveDate>) -> Op
             return base.map(|b| b + Duration::days(1));
         } else if matches!(t, "lusa") {
             return base.map(|b| b + Duration::days(2));
-        } else if t == "week"
-            || (t == "depan" && i > 0 && tokens.get(i - 1).is_some_and(|p| p == "minggu"))
-        {
+        } else if t == "week" || (t == "depan" && i > 0 && tokens.get(i - 1).is_some_and(|p| p == "minggu")) {
             // "next week" / "minggu depan": the Monday after base.
             return base.map(|b| next_weekday(b, Weekday::Mon));
         } else if !FILLERS.contains(&t) && !is_time(t) {
@@ -335,8 +318,7 @@ fn is_time(t: &str) -> bool {
 /// The first `w` strictly after `b` ("back on Monday" written on a Monday
 /// means the next one).
 fn next_weekday(b: NaiveDate, w: Weekday) -> NaiveDate {
-    let ahead =
-        (7 + w.num_days_from_monday() as i64 - b.weekday().num_days_from_monday() as i64) % 7;
+    let ahead = (7 + w.num_days_from_monday() as i64 - b.weekday().num_days_from_monday() as i64) % 7;
     b + Duration::days(if ahead == 0 { 7 } else { ahead })
 }
 
@@ -378,15 +360,9 @@ mod tests {
     fn indonesian_formats() {
         let cases = [
             ("Saya akan kembali pada 12 Januari 2027.", d(2027, 1, 12)),
-            (
-                "Saya sedang cuti sampai tanggal 12 Januari.",
-                d(2027, 1, 12),
-            ),
+            ("Saya sedang cuti sampai tanggal 12 Januari.", d(2027, 1, 12)),
             ("cuti s/d 12/01/2027", d(2027, 1, 12)),
-            (
-                "Saya kembali ke kantor pada hari Senin, 12 Januari 2027",
-                d(2027, 1, 12),
-            ),
+            ("Saya kembali ke kantor pada hari Senin, 12 Januari 2027", d(2027, 1, 12)),
             ("Saya tidak di kantor hingga hari Senin.", d(2027, 1, 11)),
             ("kembali besok", d(2027, 1, 8)),
             ("cuti sampai dengan 3 Agustus", d(2027, 8, 3)),
@@ -400,44 +376,26 @@ mod tests {
     #[test]
     fn year_rolls_over_for_dates_before_the_message() {
         let dec = Some(d(2026, 12, 28));
-        assert_eq!(
-            find_return_date("back on 4 January", dec),
-            Some(d(2027, 1, 4))
-        );
+        assert_eq!(find_return_date("back on 4 January", dec), Some(d(2027, 1, 4)));
     }
 
     #[test]
     fn unanchored_range_takes_the_end() {
-        assert_eq!(
-            find_return_date("Out of office 8 January - 14 January 2027", base()),
-            Some(d(2027, 1, 14))
-        );
+        assert_eq!(find_return_date("Out of office 8 January - 14 January 2027", base()), Some(d(2027, 1, 14)));
     }
 
     #[test]
     fn no_date_or_past_date_gives_none() {
-        assert_eq!(
-            find_return_date("I am out of the office with limited access.", base()),
-            None
-        );
-        assert_eq!(
-            find_return_date("I was back on 2 January 2026", base()),
-            None
-        );
+        assert_eq!(find_return_date("I am out of the office with limited access.", base()), None);
+        assert_eq!(find_return_date("I was back on 2 January 2026", base()), None);
         assert_eq!(find_return_date("", base()), None);
         // A yearless date cannot be placed without the message's Date.
         assert_eq!(find_return_date("back on 12 January", None), None);
-        assert_eq!(
-            find_return_date("back on 2027-01-12", None),
-            Some(d(2027, 1, 12))
-        );
+        assert_eq!(find_return_date("back on 2027-01-12", None), Some(d(2027, 1, 12)));
     }
 
     #[test]
     fn times_are_not_dates() {
-        assert_eq!(
-            find_return_date("back at 10.30 tomorrow", base()),
-            Some(d(2027, 1, 8))
-        );
+        assert_eq!(find_return_date("back at 10.30 tomorrow", base()), Some(d(2027, 1, 8)));
     }
 }

@@ -40,10 +40,7 @@ pub fn new_text(body: &str) -> String {
 
 /// `new_text` cut to [`SNIPPET_MAX`] characters on one line.
 pub fn snippet(body: &str) -> String {
-    let text = new_text(body)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let text = new_text(body).split_whitespace().collect::<Vec<_>>().join(" ");
     truncate(&text, SNIPPET_MAX)
 }
 
@@ -61,9 +58,7 @@ fn is_signature_mark(line: &str) -> bool {
     let l = line.trim_end_matches('\r');
     l == "-- " || l == "--" || l == "__" || {
         let t = l.trim().to_lowercase();
-        t.starts_with("sent from my ")
-            || t.starts_with("get outlook for ")
-            || t.starts_with("dikirim dari ")
+        t.starts_with("sent from my ") || t.starts_with("get outlook for ") || t.starts_with("dikirim dari ")
     }
 }
 
@@ -76,13 +71,7 @@ fn starts_history(lines: &[&str], i: usize) -> bool {
     if (lower.starts_with("--") || lower.starts_with("__"))
         && matches!(
             bare,
-            "original message"
-                | "pesan asli"
-                | "forwarded message"
-                | "pesan yang diteruskan"
-                | "pesan terusan"
-                | "reply message"
-                | ""
+            "original message" | "pesan asli" | "forwarded message" | "pesan yang diteruskan" | "pesan terusan" | "reply message" | ""
         )
         && (!bare.is_empty() || next_is_header(lines, i + 1))
     {
@@ -102,10 +91,7 @@ fn starts_history(lines: &[&str], i: usize) -> bool {
     ];
     for (start, ends) in intros {
         if lower.starts_with(start) {
-            let joined = lines[i..lines.len().min(i + 3)]
-                .iter()
-                .map(|l| l.trim().to_lowercase())
-                .collect::<Vec<_>>();
+            let joined = lines[i..lines.len().min(i + 3)].iter().map(|l| l.trim().to_lowercase()).collect::<Vec<_>>();
             for k in 0..joined.len() {
                 let upto = joined[..=k].join(" ");
                 if ends.iter().any(|e| upto.ends_with(e)) {
@@ -116,14 +102,9 @@ fn starts_history(lines: &[&str], i: usize) -> bool {
     }
     // Outlook without a separator: "From: ..." then "Sent: ..." / "Date:".
     if is_header_line(&lower, &["from:", "dari:", "van:", "de:", "von:"]) {
-        return lines[i + 1..lines.len().min(i + 5)].iter().any(|l| {
-            is_header_line(
-                &l.trim().to_lowercase(),
-                &[
-                    "sent:", "date:", "dikirim:", "tanggal:", "to:", "kepada:", "subject:",
-                ],
-            )
-        });
+        return lines[i + 1..lines.len().min(i + 5)]
+            .iter()
+            .any(|l| is_header_line(&l.trim().to_lowercase(), &["sent:", "date:", "dikirim:", "tanggal:", "to:", "kepada:", "subject:"]));
     }
     false
 }
@@ -134,9 +115,7 @@ fn is_header_line(lower: &str, names: &[&str]) -> bool {
 }
 
 fn next_is_header(lines: &[&str], i: usize) -> bool {
-    lines
-        .get(i)
-        .is_some_and(|l| is_header_line(&l.trim().to_lowercase(), &["from:", "dari:"]))
+    lines.get(i).is_some_and(|l| is_header_line(&l.trim().to_lowercase(), &["from:", "dari:"]))
 }
 
 #[cfg(test)]
@@ -176,10 +155,7 @@ mod tests {
     #[test]
     fn lines_starting_with_on_are_kept_without_wrote() {
         let body = "On second thought, send me the pricing.\nThanks";
-        assert_eq!(
-            new_text(body),
-            "On second thought, send me the pricing. Thanks"
-        );
+        assert_eq!(new_text(body), "On second thought, send me the pricing. Thanks");
     }
 
     #[test]

@@ -50,21 +50,14 @@ impl Dovecot {
     /// Starts Dovecot with these `(user, password)` accounts and waits until
     /// it greets. Panics (with Dovecot's log) if it does not come up.
     pub async fn start(users: &[(&str, &str)]) -> Dovecot {
-        let dir = tempfile::Builder::new()
-            .prefix("cadence-dovecot-")
-            .tempdir()
-            .expect("create Dovecot temp dir");
+        let dir = tempfile::Builder::new().prefix("cadence-dovecot-").tempdir().expect("create Dovecot temp dir");
         // Login processes run as dovenull and must reach the password file.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .expect("chmod Dovecot dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod Dovecot dir");
         let mut dovecot = Dovecot {
             dir,
             imap_port: 0,
             imaps_port: 0,
-            users: users
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-                .collect(),
+            users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
             master: None,
         };
         dovecot.prepare_files();
@@ -119,24 +112,15 @@ impl Dovecot {
     }
 
     pub fn password(&self, user: &str) -> &str {
-        self.users
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
-            .unwrap_or_else(|| panic!("no Dovecot user {user:?}"))
+        self.users.iter().find(|(u, _)| u == user).map(|(_, p)| p.as_str()).unwrap_or_else(|| panic!("no Dovecot user {user:?}"))
     }
 
     /// A plaintext IMAP client whose greeting has been read, not logged in.
     pub async fn connect(&self) -> Client<TcpStream> {
-        let stream = TcpStream::connect((HOST, self.imap_port))
-            .await
-            .unwrap_or_else(|e| panic!("connect to Dovecot on {}: {e}", self.imap_port));
+        let stream =
+            TcpStream::connect((HOST, self.imap_port)).await.unwrap_or_else(|e| panic!("connect to Dovecot on {}: {e}", self.imap_port));
         let mut client = Client::new(stream);
-        client
-            .read_response()
-            .await
-            .expect("read IMAP greeting")
-            .expect("IMAP greeting");
+        client.read_response().await.expect("read IMAP greeting").expect("IMAP greeting");
         client
     }
 
@@ -157,22 +141,14 @@ impl Dovecot {
     }
 
     /// APPENDs each message in order over one connection.
-    pub async fn append_all<'a>(
-        &self,
-        user: &str,
-        folder: &str,
-        messages: impl IntoIterator<Item = &'a [u8]>,
-    ) {
+    pub async fn append_all<'a>(&self, user: &str, folder: &str, messages: impl IntoIterator<Item = &'a [u8]>) {
         let mut session = self.login(user).await;
         if !folder.eq_ignore_ascii_case("INBOX") {
             // NO "already exists" is fine; any real problem fails the APPEND.
             let _ = session.create(folder).await;
         }
         for raw in messages {
-            session
-                .append(folder, None, None, raw)
-                .await
-                .unwrap_or_else(|e| panic!("APPEND to {user}/{folder}: {e}"));
+            session.append(folder, None, None, raw).await.unwrap_or_else(|e| panic!("APPEND to {user}/{folder}: {e}"));
         }
         session.logout().await.expect("IMAP logout");
     }
@@ -180,10 +156,7 @@ impl Dovecot {
     /// The folder's current UIDVALIDITY, as a client sees it on SELECT.
     pub async fn uid_validity(&self, user: &str, folder: &str) -> u32 {
         let mut session = self.login(user).await;
-        let mailbox = session
-            .select(folder)
-            .await
-            .unwrap_or_else(|e| panic!("SELECT {folder}: {e}"));
+        let mailbox = session.select(folder).await.unwrap_or_else(|e| panic!("SELECT {folder}: {e}"));
         session.logout().await.expect("IMAP logout");
         mailbox.uid_validity.expect("Dovecot reports UIDVALIDITY")
     }
@@ -194,27 +167,14 @@ impl Dovecot {
     pub async fn uid_validity_reset(&self, user: &str, folder: &str) -> u32 {
         let old = self.uid_validity(user, folder).await;
         let new = old.checked_add(1).unwrap_or(1);
-        self.doveadm(&[
-            "mailbox",
-            "update",
-            "-u",
-            user,
-            "--uid-validity",
-            &new.to_string(),
-            folder,
-        ]);
+        self.doveadm(&["mailbox", "update", "-u", user, "--uid-validity", &new.to_string(), folder]);
         new
     }
 
     /// Runs `doveadm -c <config> ARGS` and returns its stdout; panics on
     /// failure.
     pub fn doveadm(&self, args: &[&str]) -> String {
-        let out = Command::new(DOVEADM)
-            .arg("-c")
-            .arg(self.config_path())
-            .args(args)
-            .output()
-            .expect("run doveadm");
+        let out = Command::new(DOVEADM).arg("-c").arg(self.config_path()).args(args).output().expect("run doveadm");
         assert!(
             out.status.success(),
             "doveadm {args:?} failed: {}{}",
@@ -235,9 +195,7 @@ impl Dovecot {
             return;
         };
         // The master leads its own process group: kill the whole group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", master.id())])
-            .status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", master.id())]).status();
         let _ = master.kill();
         let _ = master.wait();
         // A stale pid file makes the next start report "already running".
@@ -250,12 +208,7 @@ impl Dovecot {
         self.stop();
         let (imap, imaps) = (self.imap_port, self.imaps_port);
         // Killed login processes release the listening sockets as they die.
-        wait_until(
-            "the old Dovecot's ports to be released",
-            READY_TIMEOUT,
-            || port_is_free(imap) && port_is_free(imaps),
-        )
-        .await;
+        wait_until("the old Dovecot's ports to be released", READY_TIMEOUT, || port_is_free(imap) && port_is_free(imaps)).await;
         if let Err(log) = self.spawn_and_wait().await {
             panic!("Dovecot did not start again:\n{log}");
         }
@@ -279,17 +232,11 @@ impl Dovecot {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut backoff = Duration::from_millis(5);
         loop {
-            if let Some(status) = self
-                .master
-                .as_mut()
-                .and_then(|m| m.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.master.as_mut().and_then(|m| m.try_wait().ok().flatten()) {
                 self.master = None;
                 return Err(format!("dovecot exited with {status}\n{}", self.log()));
             }
-            if greets(self.imap_port).await
-                && TcpStream::connect((HOST, self.imaps_port)).await.is_ok()
-            {
+            if greets(self.imap_port).await && TcpStream::connect((HOST, self.imaps_port)).await.is_ok() {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -306,20 +253,13 @@ impl Dovecot {
     /// which names the ports.
     fn prepare_files(&self) {
         let dir = self.dir.path();
-        let passwd: String = self
-            .users
-            .iter()
-            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
-            .collect();
+        let passwd: String = self.users.iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         fs::write(dir.join("passwd"), passwd).expect("write passwd file");
-        fs::set_permissions(dir.join("passwd"), fs::Permissions::from_mode(0o644))
-            .expect("chmod passwd file");
+        fs::set_permissions(dir.join("passwd"), fs::Permissions::from_mode(0o644)).expect("chmod passwd file");
         for sub in ["run", "state", "mail"] {
             fs::create_dir_all(dir.join(sub)).expect("create Dovecot folders");
         }
-        run(Command::new("chown")
-            .arg("nobody:nogroup")
-            .arg(dir.join("mail")));
+        run(Command::new("chown").arg("nobody:nogroup").arg(dir.join("mail")));
         make_certificates(dir);
     }
 
@@ -403,10 +343,7 @@ async fn greets(port: u16) -> bool {
         BufReader::new(stream).read_line(&mut line).await.ok()?;
         Some(line.starts_with("* OK"))
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
 }
 
 /// A CA and a `localhost`/`127.0.0.1` server certificate signed by it
@@ -441,41 +378,19 @@ fn make_certificates(dir: &Path) {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e} (run scripts/test to install it)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e} (run scripts/test to install it)"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Fetches every message of `folder` as raw bytes, in UID order.
 pub async fn fetch_all(session: &mut ImapSession, folder: &str) -> Vec<Vec<u8>> {
-    let mailbox = session
-        .select(folder)
-        .await
-        .unwrap_or_else(|e| panic!("SELECT {folder}: {e}"));
+    let mailbox = session.select(folder).await.unwrap_or_else(|e| panic!("SELECT {folder}: {e}"));
     if mailbox.exists == 0 {
         return Vec::new();
     }
-    let fetches: Vec<_> = session
-        .uid_fetch("1:*", "BODY.PEEK[]")
-        .await
-        .expect("UID FETCH")
-        .try_collect()
-        .await
-        .expect("read FETCH responses");
-    let mut with_uid: Vec<_> = fetches
-        .iter()
-        .map(|f| {
-            (
-                f.uid.expect("FETCH UID"),
-                f.body().expect("FETCH body").to_vec(),
-            )
-        })
-        .collect();
+    let fetches: Vec<_> =
+        session.uid_fetch("1:*", "BODY.PEEK[]").await.expect("UID FETCH").try_collect().await.expect("read FETCH responses");
+    let mut with_uid: Vec<_> = fetches.iter().map(|f| (f.uid.expect("FETCH UID"), f.body().expect("FETCH body").to_vec())).collect();
     with_uid.sort_by_key(|(uid, _)| *uid);
     with_uid.into_iter().map(|(_, body)| body).collect()
 }

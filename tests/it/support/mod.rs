@@ -34,8 +34,7 @@ pub fn free_port() -> u16 {
     let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let handed_out = guard.get_or_insert_with(HashSet::new);
     for _ in 0..100 {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral loopback port");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral loopback port");
         let port = listener.local_addr().expect("local address").port();
         if handed_out.insert(port) {
             return port;
@@ -145,10 +144,7 @@ impl Default for TempProject {
 
 impl TempProject {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("cadence-it-")
-            .tempdir()
-            .expect("create temp project dir");
+        let dir = tempfile::Builder::new().prefix("cadence-it-").tempdir().expect("create temp project dir");
         for sub in ["config/sequences", "templates/partials"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create project folders");
         }

@@ -34,9 +34,7 @@ impl TestDatabase {
     }
 
     pub async fn connect(&self) -> PgConnection {
-        PgConnection::connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
+        PgConnection::connect(&self.url).await.unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
     }
 }
 
@@ -44,21 +42,13 @@ impl TestDatabase {
 pub async fn fresh_database() -> TestDatabase {
     let admin_url = admin_url();
     let mut admin = connect_admin(&admin_url).await;
-    let name = format!(
-        "cadence_test_{}_{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let name = format!("cadence_test_{}_{:08x}", std::process::id(), rand::random::<u32>());
     admin
         .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin_url}: {e}"));
     let _ = admin.close().await;
-    TestDatabase {
-        url: with_database(&admin_url, &name),
-        name,
-        admin_url,
-    }
+    TestDatabase { url: with_database(&admin_url, &name), name, admin_url }
 }
 
 /// True when a database of this name exists on the server.
@@ -90,9 +80,7 @@ fn with_database(url: &str, name: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{name}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -108,10 +96,7 @@ impl Drop for TestDatabase {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await.ok()?;
                 let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
@@ -129,14 +114,8 @@ mod tests {
 
     #[test]
     fn with_database_replaces_only_the_path() {
-        assert_eq!(
-            with_database("postgres://u@h:1/postgres", "x"),
-            "postgres://u@h:1/x"
-        );
-        assert_eq!(
-            with_database("postgres://u@h:1/postgres?sslmode=disable", "x"),
-            "postgres://u@h:1/x?sslmode=disable"
-        );
+        assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(with_database("postgres://u@h:1/postgres?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 }
