@@ -101,7 +101,7 @@ fn control_characters_in_any_field_are_refused_naming_the_field() {
     for (flag, value, field) in [
         ("--first-name", "Ana\r\nBcc: victim@evil.example", "first_name"),
         ("--company", "Acme\nX-Spam: yes", "company"),
-        ("--last-name", "Lee\0", "last_name"),
+        ("--last-name", "Lee\u{7}", "last_name"),
         ("--field", "plan=pro\r\nBcc: x@evil.example", "fields.plan"),
     ] {
         let out = p.run(&["enroll", "dee@acme.example", "--sequence", "outreach", flag, value]);
@@ -115,7 +115,8 @@ fn control_characters_in_any_field_are_refused_naming_the_field() {
     let out = p.run(&["enroll", "dee@acme.example", "--sequence", "outreach", "--timezone", "EST"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("timezone"));
-    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "0", "nothing was written");
+    // Refused before the database is even opened: nothing was written.
+    assert!(!p.tmp.database_path().exists() || p.sqlite("SELECT count(*) FROM leads") == "0");
 }
 
 #[test]
