@@ -24,6 +24,8 @@ pub struct Opts {
     pub max_touches: u32,
     pub extra_daemon: String,
     pub max_attempts: u32,
+    pub smtp_timeout: &'static str,
+    pub pool_size: u32,
 }
 
 impl Default for Opts {
@@ -37,6 +39,8 @@ impl Default for Opts {
             max_touches: 4,
             extra_daemon: String::new(),
             max_attempts: 5,
+            smtp_timeout: "5s",
+            pool_size: 4,
         }
     }
 }
@@ -52,8 +56,8 @@ impl Project {
         let smtp = match opts.smtp_port {
             None => "transport = \"file\"\ndir = \"outbox\"".to_string(),
             Some(port) => format!(
-                "transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"5s\"\nmax_attempts = {}",
-                opts.max_attempts
+                "transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"{}\"\npool_size = {}\nmax_attempts = {}",
+                opts.smtp_timeout, opts.pool_size, opts.max_attempts
             ),
         };
         let imap = match &opts.imap {
@@ -135,6 +139,11 @@ after = "7 days"
                 max = opts.max_touches
             ),
         );
+        // Always open: for tests that run the daemon on the real clock.
+        tmp.write_sequence(
+            "always",
+            "send_window = { days = \"Mon-Sun\", start = \"00:00\", end = \"24:00\" }\n\n[[steps]]\nwait = \"0s\"\ntemplate = \"intro\"\n\n[[steps]]\nwait = \"2 days\"\ntemplate = \"bump\"\n",
+        );
         tmp.write_template("intro", "---\nsubject: \"Quick question about {{company}}\"\n---\nHi {{default first_name \"there\"}},\n\nstep {{step}} for {{company}}.\n\n{{> signature}}\nUnsubscribe: {{unsubscribe_url}}\n");
         for (name, line) in [
             ("bump", "Just bumping this up."),
@@ -209,4 +218,69 @@ after = "7 days"
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `cadence run` process of a test project; killed on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Project {
+    /// Starts `cadence run` (real clock) with extra environment variables.
+    pub fn spawn_run(&self, env: &[(&str, &str)]) -> Daemon {
+        let log = self.tmp.root().join(format!("run-{}.log", std::time::Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.tmp.cadence();
+        cmd.env("CADENCE_SECRET", SECRET).env("RUST_LOG", "info");
+        if let Some((_, pw)) = &self.opts.imap {
+            cmd.env("CADENCE_IMAP_PASSWORD_NIK", pw);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.arg("run").stdout(file.try_clone().unwrap()).stderr(file).spawn().expect("spawn cadence run");
+        Daemon { child, log }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "cadence run did not exit within {limit:?} of SIGTERM:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
