@@ -397,3 +397,35 @@ async fn sync_all_once_reports_each_rep_and_one_broken_inbox_does_not_stop_the_o
     assert_eq!(store.inbox_synced_at(USER).await.unwrap(), Some(clock.now_ms()));
     assert_eq!(store.inbox_synced_at("bob").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_polls_a_server_without_idle() {
+    let mut dovecot = Dovecot::start(&[(USER, PASSWORD)]).await;
+    // Same server, but it no longer offers IDLE.
+    let mut conf = std::fs::read_to_string(dovecot.config_path()).expect("read dovecot.conf");
+    conf.push_str("protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE UIDPLUS\n}\n");
+    std::fs::write(dovecot.config_path(), conf).expect("write dovecot.conf");
+    dovecot.start_again().await;
+    let mut session = connect(&imap_for(&dovecot), Path::new("/")).await.expect("connect");
+    assert!(!session.capabilities().await.expect("CAPABILITY").has_str("IDLE"), "the rig change took effect");
+
+    let (project, mut cfg) = project_config(&dovecot);
+    cfg.reps[0].imap.as_mut().unwrap().poll_interval = Duration::from_secs(1);
+    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let mut watcher = Watcher::start(cfg, store.clone());
+    wait_first_sync(&store).await;
+    dovecot.append(USER, "INBOX", &stranger(1)).await;
+    watcher.until_uid(1).await;
+    assert_eq!(watcher.shutdown().await, [1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_returns_for_a_rep_without_imap() {
+    let project = Project::file();
+    let (cfg, _) = cadence::config::load_with_env(&project.tmp.config_path(), &|var| (var == "CADENCE_SECRET").then(|| SECRET.into()))
+        .unwrap_or_else(|p| panic!("config invalid: {p:?}"));
+    assert!(cfg.reps[0].imap.is_none());
+    let (_dir, store) = temp_store().await;
+    let watcher = Watcher::start(cfg, store);
+    tokio::time::timeout(Duration::from_secs(5), watcher.task).await.expect("returns at once").expect("no panic");
+}
