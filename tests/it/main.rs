@@ -11,3 +11,4 @@ mod cli;
 mod fixtures;
 mod rig;
 mod support;
+mod watch;
