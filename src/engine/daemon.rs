@@ -20,6 +20,8 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watchers = spawn_watchers(&engine, stop_rx);
     loop {
         let started = match engine.pass().await {
             Ok(n) => n,
@@ -37,11 +39,34 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
             _ = tokio::time::sleep(sleep) => {}
         }
     }
+    let _ = stop_tx.send(true);
+    for w in watchers {
+        let _ = w.await;
+    }
     if tokio::time::timeout(GRACE, engine.wait_idle()).await.is_err() {
         tracing::error!("in-flight sends did not finish within {GRACE:?}; they become send_unknown at the next start");
     }
     engine.store.close().await;
     Ok(())
+}
+
+/// One IMAP watcher per rep with an inbox. Each wakes the engine when it
+/// has acted on a message (a reply may have stopped a due send).
+fn spawn_watchers(engine: &Arc<Engine>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let cfg = engine.config();
+    cfg.reps
+        .iter()
+        .filter(|r| r.imap.is_some())
+        .map(|rep| {
+            let config = {
+                let e = engine.clone();
+                move || e.config()
+            };
+            let wake = engine.wake.clone();
+            let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
+            tokio::spawn(crate::inbox::watch::watch(rep.id.clone(), config, engine.store.clone(), engine.clock.clone(), stop.clone(), on_event))
+        })
+        .collect()
 }
 
 /// Until the next scheduled action, but at least as often as

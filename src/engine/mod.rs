@@ -179,9 +179,10 @@ impl Engine {
         let cfg = self.config();
         let now = self.clock.now();
         self.resume_due(&cfg, now).await?;
+        let inbox_ok = self.inbox_ok(&cfg, now).await?;
         let mut started = 0;
         loop {
-            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: HashMap::new() };
+            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: inbox_ok.clone() };
             let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
             if claimed.is_empty() {
                 break;
@@ -197,6 +198,19 @@ impl Engine {
             }
         }
         Ok(started)
+    }
+
+    /// Which reps may send: those without IMAP, and those whose inbox has
+    /// synced within `max_inbox_lag` (so nothing goes out after a reply that
+    /// is sitting unread in the inbox).
+    async fn inbox_ok(&self, cfg: &Config, now: DateTime<Utc>) -> Result<HashMap<String, bool>, EngineError> {
+        let lag = chrono::Duration::from_std(cfg.daemon.max_inbox_lag).unwrap_or_default();
+        let mut ok = HashMap::new();
+        for rep in cfg.reps.iter().filter(|r| r.imap.is_some()) {
+            let synced = self.store.inbox_synced_at(&rep.id).await?;
+            ok.insert(rep.id.clone(), synced.is_some_and(|t| now - crate::clock::from_ms(t) <= lag));
+        }
+        Ok(ok)
     }
 
     /// One-shot: passes until nothing more is due now, waiting for every
