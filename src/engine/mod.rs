@@ -150,7 +150,8 @@ impl Engine {
                             let lt = LeadTime::of(&cfg, &lead);
                             let phase = if s.kind == "last_chance" { Phase::LastChance } else { Phase::Step };
                             let step = s.step.map(|x| x as usize).filter(|_| phase == Phase::Step);
-                            plan::advance_after_send(seq, &lt, &e, phase, step, now, &s.message_id, s.subject.as_deref().unwrap_or(""))
+                            let sent = plan::SentEmail { phase, step, at: now, message_id: &s.message_id, subject: s.subject.as_deref().unwrap_or("") };
+                            plan::advance_after_send(seq, &lt, &e, sent)
                         }),
                         _ => None,
                     }
@@ -163,7 +164,7 @@ impl Engine {
                 }
                 None => Ack::Failed { error: "the daemon stopped while this email was being sent".into() },
             };
-            if self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
+            if self.store.adopt(s.id).await? && self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
                 n += 1;
             }
         }
@@ -302,7 +303,8 @@ impl Engine {
         let lt = LeadTime::of(&cfg, lead);
         let seq = cfg.sequence(&e.sequence);
         let advance = |cfg_seq: &crate::config::Sequence| {
-            plan::advance_after_send(cfg_seq, &lt, e, job.phase, job.step, now, &job.outgoing.message_id, &job.outgoing.subject)
+            let sent = plan::SentEmail { phase: job.phase, step: job.step, at: now, message_id: &job.outgoing.message_id, subject: &job.outgoing.subject };
+            plan::advance_after_send(cfg_seq, &lt, e, sent)
         };
         let max_attempts = cfg.rep(&e.rep).map_or(5, |r| r.smtp.max_attempts);
         let mut stats = PassStats::default();
