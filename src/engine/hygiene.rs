@@ -4,9 +4,9 @@
 //! Each fire runs exactly once, however many daemons share the database and
 //! however often they restart: a fire is claimed by inserting its row into
 //! `cron_fires` (`ON CONFLICT DO NOTHING`), and only the instance whose
-//! insert landed carries it out. The digest is recorded in `sends` before
-//! it goes out, after the claim, so a crash can lose a digest but never
-//! send one twice.
+//! insert landed carries it out, and it is claimed before anything is
+//! done, so a crash can lose a digest but never send one twice. The digest
+//! is recorded in `sends` (kind `digest`) with its outcome.
 //!
 //! Fires are computed from the injected clock, never the wall clock: the
 //! latest fire at or before `now` is the one due. A daemon that was down
@@ -130,7 +130,6 @@ pub async fn run_due(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<
         return Ok(None);
     }
     tracing::info!(fire = %rfc3339(fire.timestamp_millis()), "hygiene: running");
-    store.settle_orphaned_digests(now_ms).await?;
 
     // (a) Archive what is overdue: the engine's pass archives every
     // enrollment whose archive time has come (and sends what is due).
@@ -176,7 +175,6 @@ async fn send_digest(cfg: &Config, engine: &Engine, now: DateTime<Utc>) -> Resul
     let mut out = Vec::new();
     for to in &cfg.hygiene.digest_to {
         let message_id = new_message_id(rep.email.domain());
-        let id = engine.store.begin_digest_send(now.timestamp_millis(), &rep.id, to.as_str(), &message_id, &subject).await?;
         let outgoing = digest_email(rep, to, &subject, &text, html.clone(), &message_id, now);
         let result = match &mailer {
             Ok(m) => m.send(&outgoing).await,
@@ -190,7 +188,11 @@ async fn send_digest(cfg: &Config, engine: &Engine, now: DateTime<Utc>) -> Resul
         if let Some(e) = &error {
             tracing::error!(to = %to, error = %e, "hygiene: the digest was not sent");
         }
-        engine.store.finish_digest_send(engine.clock.now().timestamp_millis(), id, state, error.as_deref()).await?;
+        let finished = engine.clock.now().timestamp_millis();
+        engine
+            .store
+            .record_digest_send(&rep.id, to.as_str(), &message_id, &subject, state, error.as_deref(), now.timestamp_millis(), finished)
+            .await?;
         out.push(DigestSend { to: to.to_string(), message_id, state: state.to_string(), error });
     }
     Ok(out)
@@ -206,7 +208,7 @@ fn digest_email(
     now: DateTime<Utc>,
 ) -> Outgoing {
     Outgoing {
-        from_name: format!("cadence ({})", rep.name),
+        from_name: rep.name.clone(),
         from: rep.email.clone(),
         to_name: String::new(),
         to: to.clone(),

@@ -225,7 +225,7 @@ fn pipeline_flags(cfg: &Config, stages: &[StageLine], open_leads: u64) -> Vec<Fl
         on: open_leads > 0 && share > t.bottleneck_share,
         value: json!(share),
         threshold: json!(t.bottleneck_share),
-        detail: format!("{detail}; a stage above {} is a bottleneck", pct(t.bottleneck_share)),
+        detail,
         items: Vec::new(),
         more: 0,
     };
@@ -237,7 +237,7 @@ fn pipeline_flags(cfg: &Config, stages: &[StageLine], open_leads: u64) -> Vec<Fl
         on: front < t.min_front,
         value: json!(front),
         threshold: json!(t.min_front),
-        detail: format!("{front} lead(s) in {first}, the first stage; fewer than {} is a thin front", t.min_front),
+        detail: format!("{front} lead(s) in {first}, the first stage"),
         items: Vec::new(),
         more: 0,
     };
@@ -249,7 +249,7 @@ fn pipeline_flags(cfg: &Config, stages: &[StageLine], open_leads: u64) -> Vec<Fl
         on: at_last > t.max_last_stage,
         value: json!(at_last),
         threshold: json!(t.max_last_stage),
-        detail: format!("{at_last} lead(s) in {last}, the last stage; more than {} at once is too many", t.max_last_stage),
+        detail: format!("{at_last} lead(s) in {last}, the last stage"),
         items: Vec::new(),
         more: 0,
     };
@@ -327,7 +327,7 @@ async fn overdue_flag(cfg: &Config, store: &Store, now: DateTime<Utc>, bounce: &
         on: total > 0,
         value: json!(total),
         threshold: json!(after.to_string()),
-        detail: format!("{total} enrollment(s) due for more than {after} and not carried out"),
+        detail: format!("{total} enrollment(s) late by more than {after}"),
         more: total.saturating_sub(items.len() as u64),
         items,
     })
@@ -359,7 +359,7 @@ async fn stale_flag(cfg: &Config, store: &Store, now: DateTime<Utc>) -> Result<F
         on: total > 0,
         value: json!(total),
         threshold: json!(after.to_string()),
-        detail: format!("{total} open lead(s) with no touch and no stage change for {after}"),
+        detail: format!("{total} open lead(s) with no touch or stage change"),
         more: total.saturating_sub(items.len() as u64),
         items,
     })
@@ -405,7 +405,7 @@ async fn unknown_flag(store: &Store) -> Result<Flag, StoreError> {
             FlagItem {
                 email: Some(r.email.clone().unwrap_or_else(|| r.recipient.clone())),
                 rep: Some(r.rep.clone()),
-                detail: format!("{what} at {}: may or may not have been delivered; not resent", rfc3339(r.claimed_at)),
+                detail: format!("{what} at {}: outcome unknown", rfc3339(r.claimed_at)),
             }
         })
         .collect();
@@ -415,7 +415,7 @@ async fn unknown_flag(store: &Store) -> Result<Flag, StoreError> {
         on: total > 0,
         value: json!(total),
         threshold: json!(0),
-        detail: format!("{total} send(s) interrupted mid-SMTP (outcome unknown)"),
+        detail: format!("{total} send(s) cut off mid-SMTP; never resent"),
         more: total.saturating_sub(items.len() as u64),
         items,
     })
@@ -452,12 +452,7 @@ fn bounce_flag(cfg: &Config, bounce: &[crate::store::RepBounces]) -> Flag {
         on: !items.is_empty(),
         value: json!(worst),
         threshold: json!(cfg.daemon.bounce_pause_rate),
-        detail: format!(
-            "{} rep(s) paused; the highest bounce rate over 24 hours is {:.1}% (judged after {BOUNCE_MIN_SENDS} sends; pause above {:.1}%)",
-            items.len(),
-            worst * 100.0,
-            cfg.daemon.bounce_pause_rate * 100.0
-        ),
+        detail: format!("{} rep(s) paused for bounces (24 h, {BOUNCE_MIN_SENDS}+ sends)", items.len()),
         items,
         more: 0,
     }
@@ -543,7 +538,7 @@ impl Report {
         json!({
             "date": self.date,
             "stages": self.stages.iter().map(|s| json!({ "name": s.stage, "leads": s.leads, "value": fmt_money(s.value) })).collect::<Vec<_>>(),
-            "flags": self.raised().map(|f| json!({ "kind": f.name, "message": f.detail })).collect::<Vec<_>>(),
+            "flags": self.raised().map(|f| json!({ "kind": f.name, "message": format!("{} (threshold {})", f.detail, text::threshold_text(f)) })).collect::<Vec<_>>(),
             "report": self.to_text(),
         })
     }

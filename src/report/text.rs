@@ -13,7 +13,8 @@ enum Align {
     Right,
 }
 
-/// Columns padded to the widest cell; numbers right-aligned.
+/// Columns padded to the widest cell, numbers right-aligned; a line wider
+/// than the terminal is cut (the last column is the one to give).
 fn table(headers: &[(&str, Align)], rows: &[Vec<String>], indent: usize) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.chars().count()).collect();
     for row in rows {
@@ -32,7 +33,7 @@ fn table(headers: &[(&str, Align)], rows: &[Vec<String>], indent: usize) -> Stri
                 Align::Right => s.push_str(&format!("{c:>w$}", w = widths[i])),
             }
         }
-        s.trim_end().to_string() + "\n"
+        clip(s.trim_end(), WIDTH) + "\n"
     };
     let mut out = line(headers.iter().map(|(h, _)| *h).collect());
     for row in rows {
@@ -83,7 +84,7 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-fn threshold_text(f: &Flag) -> String {
+pub(super) fn threshold_text(f: &Flag) -> String {
     let v = &f.threshold;
     let n = v.as_f64();
     match f.name {
@@ -121,13 +122,7 @@ impl Report {
             .flags
             .iter()
             .map(|f| {
-                vec![
-                    if f.on { "!!".into() } else { "ok".into() },
-                    f.name.to_string(),
-                    value_text(f),
-                    threshold_text(f),
-                    clip(&f.detail, WIDTH - 48),
-                ]
+                vec![if f.on { "!!".into() } else { "ok".into() }, f.name.to_string(), value_text(f), threshold_text(f), f.detail.clone()]
             })
             .collect();
         out.push_str(&table(

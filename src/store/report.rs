@@ -1,5 +1,5 @@
 //! The reads behind the pipeline report, and the writes of the hygiene job
-//! (stale flags, cron fires, digest sends).
+//! (stale flags, cron fires, the digest's outbox row).
 //!
 //! The report's figures are aggregates computed by the database (counts
 //! and sums grouped by stage, step and rep), so building it costs a handful
@@ -95,6 +95,9 @@ pub struct RepBounces {
     pub sends: i64,
     pub bounces: i64,
 }
+
+/// A count per rep.
+type PerRep = (String, i64);
 
 /// A page of a red flag's rows and how many there are in all.
 #[derive(Clone, Debug)]
@@ -221,7 +224,7 @@ impl Store {
         let sends_sql =
             format!("SELECT rep, COUNT(*) FROM sends WHERE claimed_at >= $1 AND kind <> 'digest' AND state IN {DELIVERED} GROUP BY rep");
         let bounce_sql = "SELECT rep, COUNT(*) FROM touchpoints WHERE kind = 'bounce' AND at >= $1 AND rep IS NOT NULL GROUP BY rep";
-        let (sends, bounces): (Vec<(String, i64)>, Vec<(String, i64)>) = dispatch!(self, pool => (
+        let (sends, bounces): (Vec<PerRep>, Vec<PerRep>) = dispatch!(self, pool => (
             sqlx::query_as(&sends_sql).bind(since).fetch_all(pool).await?,
             sqlx::query_as(bounce_sql).bind(since).fetch_all(pool).await?,
         ));
@@ -275,39 +278,29 @@ impl Store {
         Ok(dispatch!(self, pool => sqlx::query_as(sql).bind(job).fetch_optional(pool).await?))
     }
 
-    /// Records a digest email as `sending` before it goes out, so the
-    /// outbox shows it and it is never sent twice.
-    pub async fn begin_digest_send(
+    /// Records a digest email once its outcome is known (`sent`, `failed`
+    /// or `send_unknown`). The fire's claim is what keeps a digest from
+    /// going out twice; the row is the outbox's record of it. It is written
+    /// after the send, never left `sending`, because a digest has no
+    /// enrollment for the engine's crash recovery to move on.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_digest_send(
         &self,
-        now: i64,
         rep: &str,
         recipient: &str,
         message_id: &str,
         subject: &str,
+        state: &str,
+        error: Option<&str>,
+        claimed_at: i64,
+        finished_at: i64,
     ) -> Result<i64, StoreError> {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        let sql = "INSERT INTO sends (enrollment_id, lead_id, rep, kind, template, recipient, recipient_domain, message_id, subject, state, attempt, claimed_by, claimed_at) \
-                   VALUES (NULL, NULL, $1, 'digest', 'digest', $2, $3, $4, $5, 'sending', 1, $6, $7) RETURNING id";
+        let sql = "INSERT INTO sends (enrollment_id, lead_id, rep, kind, template, recipient, recipient_domain, message_id, subject, state, attempt, claimed_by, claimed_at, finished_at, error) \
+                   VALUES (NULL, NULL, $1, 'digest', 'digest', $2, $3, $4, $5, $6, 1, $7, $8, $9, $10) RETURNING id";
         Ok(dispatch!(self, pool => sqlx::query_scalar(sql)
-            .bind(rep).bind(recipient).bind(domain).bind(message_id).bind(subject).bind(&self.instance).bind(now)
+            .bind(rep).bind(recipient).bind(domain).bind(message_id).bind(subject).bind(state).bind(&self.instance)
+            .bind(claimed_at).bind(finished_at).bind(error)
             .fetch_one(pool).await?))
-    }
-
-    /// The outcome of a digest email (`sent`, `failed` or `send_unknown`).
-    pub async fn finish_digest_send(&self, now: i64, send_id: i64, state: &str, error: Option<&str>) -> Result<(), StoreError> {
-        let sql = "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending'";
-        dispatch!(self, pool => { sqlx::query(sql).bind(state).bind(error).bind(now).bind(send_id).execute(pool).await?; });
-        Ok(())
-    }
-
-    /// Digest emails left `sending` by a process that stopped mid-send:
-    /// they may have gone out, so they become `send_unknown` (never resent).
-    /// Digests have no enrollment or lead, so the engine's recovery (which
-    /// advances enrollments and logs touchpoints) must not see them.
-    pub async fn settle_orphaned_digests(&self, now: i64) -> Result<u64, StoreError> {
-        let sql =
-            "UPDATE sends SET state = 'send_unknown', finished_at = $1, error = 'the daemon stopped while this digest was being sent' \
-                   WHERE kind = 'digest' AND state = 'sending' AND (claimed_by IS NULL OR claimed_by <> $2)";
-        Ok(dispatch!(self, pool => sqlx::query(sql).bind(now).bind(&self.instance).execute(pool).await?.rows_affected()))
     }
 }

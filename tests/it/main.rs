@@ -9,5 +9,6 @@
 mod classify;
 mod cli;
 mod fixtures;
+mod report;
 mod rig;
 mod support;
