@@ -62,9 +62,13 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
         }
     }
     let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    let hygiene =
+        crate::engine::hygiene::run_due(&engine, engine.clock.now()).await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     engine.store.close().await;
     if json {
-        print_json(&stats);
+        let mut out = serde_json::to_value(&stats).expect("stats serialise");
+        out["hygiene"] = serde_json::to_value(&hygiene).expect("hygiene serialises");
+        print_json(&out);
     } else {
         println!(
             "tick at {}: {} sent, {} retrying, {} failed, {} bounced, {} unknown, {} resumed",
@@ -76,6 +80,15 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
             stats.unknown,
             stats.resumed
         );
+        if let Some(h) = &hygiene {
+            let digests: Vec<String> = h.digest.iter().map(|d| format!("{} ({})", d.to, d.state)).collect();
+            println!(
+                "hygiene for {}: {} lead(s) flagged stale; digest: {}",
+                h.fire_at,
+                h.stale_flagged.len(),
+                if digests.is_empty() { "none".to_string() } else { digests.join(", ") }
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod daemon;
 mod import;
 mod leads;
 mod output;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,11 @@ pub enum Command {
     },
     /// Never email this address or @domain again
     Suppress { target: String },
+    /// Pipeline health: stages, red flags, per-step figures, speed to lead
+    Report {
+        #[arg(long)]
+        json: bool,
+    },
     /// Render a template for a lead, headers included
     Preview { template: String, email: String },
     /// Why a lead's next email is or is not going out, and when it will
@@ -212,6 +218,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Stage { email, stage } => leads::stage(&cli, email, stage).await,
         Command::Note { email, text, kind } => leads::note(&cli, email, text, *kind).await,
         Command::Suppress { target } => leads::suppress(&cli, target).await,
+        Command::Report { json } => report::report(&cli, *json).await,
         Command::Preview { template, email } => leads::preview(&cli, template, email).await,
         Command::Explain { email, json } => daemon::explain(&cli, email, *json).await,
         Command::Simulate(args) => daemon::simulate(&cli, args),

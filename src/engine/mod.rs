@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod explain;
+pub mod hygiene;
 pub mod inbound;
 pub mod plan;
 

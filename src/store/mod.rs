@@ -18,11 +18,13 @@ use sqlx::{PgPool, SqlitePool};
 mod inbox;
 mod leads;
 mod outbox;
+mod report;
 mod rows;
 
 pub use inbox::*;
 pub use leads::*;
 pub use outbox::*;
+pub use report::*;
 pub use rows::*;
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds.

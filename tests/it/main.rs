@@ -9,6 +9,7 @@
 mod classify;
 mod cli;
 mod fixtures;
+mod report;
 mod rig;
 mod support;
 mod watch;
