@@ -30,6 +30,9 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
                 0
             }
         };
+        if let Err(e) = super::hygiene::run_due(&engine, engine.clock.now()).await {
+            tracing::error!(error = %e, "hygiene run failed; it is tried again at the next fire");
+        }
         let sleep = next_sleep(&engine, started).await;
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight sends"); break; }
@@ -79,6 +82,10 @@ async fn next_sleep(engine: &Engine, started: u64) -> Duration {
         // Sends are in flight; their completion wakes us.
         return tick;
     }
+    let tick = match super::hygiene::next_fire(&cfg, engine.clock.now()).and_then(|f| (f - engine.clock.now()).to_std().ok()) {
+        Some(until_fire) => tick.min(until_fire.max(Duration::from_millis(10))),
+        None => tick,
+    };
     match engine.store.next_wakeup().await {
         Ok(Some(next)) => {
             let until = from_ms(next) - engine.clock.now();

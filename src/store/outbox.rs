@@ -340,7 +340,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient }) = row else { return Ok(false) };
-            let (eid, lead_id) = (enrollment_id.unwrap_or(0), lead_id.unwrap_or(0));
+            // A send of no enrollment (a digest) has nothing more to record.
+            let (Some(eid), Some(lead_id)) = (enrollment_id, lead_id) else {
+                tx.commit().await?;
+                return Ok(true);
+            };
             let step1 = step.map(|s| s + 1);
             match ack {
                 Ack::Sent { touch: kind, advance } => {
