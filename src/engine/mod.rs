@@ -202,15 +202,24 @@ impl Engine {
         Ok(started)
     }
 
-    /// Which reps may send: those without IMAP, and those whose inbox has
-    /// synced within `max_inbox_lag` (so nothing goes out after a reply that
-    /// is sitting unread in the inbox).
+    /// Which reps may send: not those whose inbox has not synced within
+    /// `max_inbox_lag` (so nothing goes out after a reply that is sitting
+    /// unread in the inbox), nor those paused for their bounce rate.
     async fn inbox_ok(&self, cfg: &Config, now: DateTime<Utc>) -> Result<HashMap<String, bool>, EngineError> {
         let lag = chrono::Duration::from_std(cfg.daemon.max_inbox_lag).unwrap_or_default();
         let mut ok = HashMap::new();
         for rep in cfg.reps.iter().filter(|r| r.imap.is_some()) {
             let synced = self.store.inbox_synced_at(&rep.id).await?;
             ok.insert(rep.id.clone(), synced.is_some_and(|t| now - crate::clock::from_ms(t) <= lag));
+        }
+        // A rep whose recent bounce rate is too high stops sending, to
+        // protect the sender's reputation (DESIGN 5.2).
+        let since = (now - chrono::Duration::hours(24)).timestamp_millis();
+        for b in self.store.rep_bounces(since).await? {
+            if crate::report::bounce_paused(cfg, &b) {
+                tracing::warn!(rep = %b.rep, sends = b.sends, bounces = b.bounces, "rep paused: bounce rate over daemon.bounce_pause_rate");
+                ok.insert(b.rep.clone(), false);
+            }
         }
         Ok(ok)
     }
