@@ -181,10 +181,10 @@ impl Engine {
         let cfg = self.config();
         let now = self.clock.now();
         self.resume_due(&cfg, now).await?;
-        let inbox_ok = self.inbox_ok(&cfg, now).await?;
+        let may_send = self.may_send(&cfg, now).await?;
         let mut started = 0;
         loop {
-            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: inbox_ok.clone() };
+            let mut policy = Policy { engine: self, cfg: &cfg, now, may_send: may_send.clone() };
             let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
             if claimed.is_empty() {
                 break;
@@ -205,7 +205,7 @@ impl Engine {
     /// Which reps may send: not those whose inbox has not synced within
     /// `max_inbox_lag` (so nothing goes out after a reply that is sitting
     /// unread in the inbox), nor those paused for their bounce rate.
-    async fn inbox_ok(&self, cfg: &Config, now: DateTime<Utc>) -> Result<HashMap<String, bool>, EngineError> {
+    async fn may_send(&self, cfg: &Config, now: DateTime<Utc>) -> Result<HashMap<String, bool>, EngineError> {
         let lag = chrono::Duration::from_std(cfg.daemon.max_inbox_lag).unwrap_or_default();
         let mut ok = HashMap::new();
         for rep in cfg.reps.iter().filter(|r| r.imap.is_some()) {
@@ -386,7 +386,7 @@ struct Policy<'a> {
     engine: &'a Engine,
     cfg: &'a Config,
     now: DateTime<Utc>,
-    inbox_ok: HashMap<String, bool>,
+    may_send: HashMap<String, bool>,
 }
 
 impl Policy<'_> {
@@ -405,7 +405,7 @@ impl Policy<'_> {
         if self.engine.inflight.count(&rep.id) >= rep.smtp.pool_size.max(1) * 4 {
             return Some(true);
         }
-        if !self.inbox_ok.get(&rep.id).copied().unwrap_or(true) {
+        if !self.may_send.get(&rep.id).copied().unwrap_or(true) {
             return Some(true);
         }
         None
