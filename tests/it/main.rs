@@ -8,6 +8,8 @@
 
 mod classify;
 mod cli;
+mod engine;
+mod inbox;
 mod fixtures;
 mod report;
 mod rig;

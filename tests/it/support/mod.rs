@@ -11,6 +11,7 @@
 
 pub mod dovecot;
 pub mod postgres;
+pub mod smtp;
 
 use std::collections::HashSet;
 use std::future::Future;
