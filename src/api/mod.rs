@@ -186,3 +186,45 @@ async fn no_route() -> impl IntoResponse {
 async fn method_not_allowed() -> impl IntoResponse {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route; see /api/v1/openapi.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::Store;
+
+    async fn state(dir: &std::path::Path) -> ApiState {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/cadence.toml");
+        let (cfg, _) = crate::config::load_with_env(&path, &|_| None).expect("shipped config loads");
+        let store = Store::open(&format!("sqlite://{}", dir.join("api.db").display())).await.expect("open store");
+        let clock = Clock::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time"));
+        let engine = Engine::new(Arc::new(cfg), store, clock, b"secret".to_vec()).expect("engine");
+        ApiState::with_secrets(engine, Arc::new(|_: &str| None))
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path()).await;
+        assert_eq!(healthz(State(state.clone())).await.0, StatusCode::OK);
+        state.engine.store.close().await;
+        let (status, Json(body)) = healthz(State(state)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body.status, "unavailable");
+    }
+
+    #[test]
+    fn the_token_api_is_marked_secured_and_the_public_routes_are_not() {
+        let doc = serde_json::to_value(openapi()).expect("serialize");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 12, "{paths:?}");
+        for (path, item) in paths {
+            let public = !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json";
+            for (method, op) in item.as_object().expect("item") {
+                let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+                assert_eq!(secured, !public, "{method} {path}");
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} documents no response");
+            }
+        }
+    }
+}

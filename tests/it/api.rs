@@ -467,5 +467,11 @@ async fn openapi_documents_every_route_and_metrics_and_health_answer() {
         let route = line.split("route=\"").nth(1).and_then(|r| r.split('"').next()).expect("route label");
         assert!(route == "unmatched" || paths.contains(route), "route {route} answers requests but is not documented");
     }
+
+    // SIGTERM: exit 0 and the port is closed.
+    let base = api.base.clone();
     api.stop();
+    // A fresh client: a pooled connection would fail differently.
+    let err = reqwest::Client::new().get(format!("{base}/healthz")).send().await.expect_err("the API must be down after SIGTERM");
+    assert!(err.is_connect(), "{err}");
 }
