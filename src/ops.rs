@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, FieldError, LeadInput, TouchKind};
 use crate::engine::plan::{self, LeadTime};
-use crate::store::{EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError};
+use crate::store::{EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError, Transition};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -117,20 +117,8 @@ impl Ctx {
     pub async fn pause(&self, email: &str) -> Result<(), OpError> {
         let lead = self.lead(email).await?;
         let now = self.clock.now_ms();
-        match self
-            .store
-            .transition(
-                now,
-                lead.id,
-                &[EnrollmentState::Active],
-                EnrollmentState::Paused,
-                None,
-                None,
-                TouchKind::Paused,
-                Some("paused by hand"),
-            )
-            .await?
-        {
+        let t = Transition { from: &[EnrollmentState::Active], to: EnrollmentState::Paused, next_at: None, paused_until: None, touch: TouchKind::Paused, detail: Some("paused by hand") };
+        match self.store.transition(now, lead.id, &t).await? {
             Some(_) => Ok(()),
             None => Err(OpError::Refused(format!("{} has no active enrollment to pause", lead.email))),
         }
@@ -161,20 +149,8 @@ impl Ctx {
     pub async fn unenroll(&self, email: &str) -> Result<(), OpError> {
         let lead = self.lead(email).await?;
         let now = self.clock.now_ms();
-        match self
-            .store
-            .transition(
-                now,
-                lead.id,
-                &[EnrollmentState::Active, EnrollmentState::Paused],
-                EnrollmentState::Completed,
-                None,
-                None,
-                TouchKind::Unenrolled,
-                Some("unenrolled by hand"),
-            )
-            .await?
-        {
+        let t = Transition { from: &[EnrollmentState::Active, EnrollmentState::Paused], to: EnrollmentState::Completed, next_at: None, paused_until: None, touch: TouchKind::Unenrolled, detail: Some("unenrolled by hand") };
+        match self.store.transition(now, lead.id, &t).await? {
             Some(_) => Ok(()),
             None => Err(OpError::Refused(format!("{} is not enrolled in any sequence", lead.email))),
         }

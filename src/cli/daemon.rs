@@ -53,6 +53,14 @@ async fn engine(cli: &Cli) -> Result<Arc<Engine>, Failure> {
 pub async fn tick(cli: &Cli, json: bool) -> CliResult {
     let engine = engine(cli).await?;
     engine.recover().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    // Inboxes first, so that nothing goes out after a reply waiting there.
+    // A broken inbox holds only its own rep (by inbox lag).
+    for (rep, result) in crate::inbox::watch::sync_all_once(&engine.config(), &engine.store, &engine.clock).await {
+        match result {
+            Ok(r) => tracing::info!(rep = %rep, messages = r.uids.len(), acted = r.acted, "inbox synced"),
+            Err(e) => eprintln!("cadence: inbox of rep `{rep}` not synced: {e}; its sending waits (max_inbox_lag)"),
+        }
+    }
     let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     engine.store.close().await;
     if json {

@@ -52,7 +52,7 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
     let mut reader =
         csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let headers = match reader.byte_headers() {
-        Ok(h) if !h.is_empty() && !(h.len() == 1 && h[0].is_empty()) => h.clone(),
+        Ok(h) if !(h.is_empty() || h.len() == 1 && h[0].is_empty()) => h.clone(),
         Ok(_) => {
             return Err(Failure::new(
                 EXIT_FAILURE,

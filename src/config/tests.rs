@@ -282,7 +282,7 @@ fn every_planted_mistake_is_reported_with_file_and_key() {
     // Sequence references.
     find(&bad, Some("stage"), Error, "unknown stage `negotiation`");
     find(&bad, Some("reply_stage"), Error, "unknown stage `nope`");
-    find(&bad, Some("send_window"), Error, "never opens");
+    find(&bad, Some("send_window"), Error, "never open");
     find(&closed, Some("send_window"), Error, "Funday");
     find(&bad, Some("steps[0].template"), Error, "unknown template `missing`");
     find(&bad, Some("steps[1].wait"), Error, "is not a duration");

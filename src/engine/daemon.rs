@@ -20,17 +20,20 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listen = engine.config().daemon.http_listen.clone();
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding the HTTP API to {listen} (daemon.http_listen)"))?;
     let local = listener.local_addr().context("reading the HTTP API's bound address")?;
     tracing::info!(addr = %local, "http listening");
-    let (stop_http, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
+    let shutdown = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
     };
     let http = tokio::spawn(crate::api::serve(listener, crate::api::ApiState::new(engine.clone()), shutdown));
+    let watchers = spawn_watchers(&engine, stop_rx);
     loop {
         let started = match engine.pass().await {
             Ok(n) => n,
@@ -48,8 +51,12 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
             _ = tokio::time::sleep(sleep) => {}
         }
     }
-    // Stop accepting requests; those in flight finish alongside the sends.
-    let _ = stop_http.send(true);
+    // Stops the watchers and the HTTP API (no new requests; those in
+    // flight finish alongside the sends).
+    let _ = stop_tx.send(true);
+    for w in watchers {
+        let _ = w.await;
+    }
     if tokio::time::timeout(GRACE, engine.wait_idle()).await.is_err() {
         tracing::error!("in-flight sends did not finish within {GRACE:?}; they become send_unknown at the next start");
     }
@@ -61,6 +68,25 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     }
     engine.store.close().await;
     Ok(())
+}
+
+/// One IMAP watcher per rep with an inbox. Each wakes the engine when it
+/// has acted on a message (a reply may have stopped a due send).
+fn spawn_watchers(engine: &Arc<Engine>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let cfg = engine.config();
+    cfg.reps
+        .iter()
+        .filter(|r| r.imap.is_some())
+        .map(|rep| {
+            let config = {
+                let e = engine.clone();
+                move || e.config()
+            };
+            let wake = engine.wake.clone();
+            let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
+            tokio::spawn(crate::inbox::watch::watch(rep.id.clone(), config, engine.store.clone(), engine.clock.clone(), stop.clone(), on_event))
+        })
+        .collect()
 }
 
 /// Until the next scheduled action, but at least as often as

@@ -334,7 +334,8 @@ pub fn simulate(
         if phase == Phase::Archive {
             break;
         }
-        let a = plan::advance_after_send(seq, &lt, &e, phase, step, at, &format!("sim-{n}@example.com"), "subject");
+        let id = format!("sim-{n}@example.com");
+        let a = plan::advance_after_send(seq, &lt, &e, plan::SentEmail { phase, step, at, message_id: &id, subject: "subject" });
         e.state = a.state.as_str().into();
         e.phase = a.phase.into();
         e.step = a.step;

@@ -150,7 +150,8 @@ impl Engine {
                             let lt = LeadTime::of(&cfg, &lead);
                             let phase = if s.kind == "last_chance" { Phase::LastChance } else { Phase::Step };
                             let step = s.step.map(|x| x as usize).filter(|_| phase == Phase::Step);
-                            plan::advance_after_send(seq, &lt, &e, phase, step, now, &s.message_id, s.subject.as_deref().unwrap_or(""))
+                            let sent = plan::SentEmail { phase, step, at: now, message_id: &s.message_id, subject: s.subject.as_deref().unwrap_or("") };
+                            plan::advance_after_send(seq, &lt, &e, sent)
                         }),
                         _ => None,
                     }
@@ -163,7 +164,7 @@ impl Engine {
                 }
                 None => Ack::Failed { error: "the daemon stopped while this email was being sent".into() },
             };
-            if self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
+            if self.store.adopt(s.id).await? && self.store.ack(now.timestamp_millis(), s.id, &ack).await? {
                 n += 1;
             }
         }
@@ -179,9 +180,10 @@ impl Engine {
         let cfg = self.config();
         let now = self.clock.now();
         self.resume_due(&cfg, now).await?;
+        let inbox_ok = self.inbox_ok(&cfg, now).await?;
         let mut started = 0;
         loop {
-            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: HashMap::new() };
+            let mut policy = Policy { engine: self, cfg: &cfg, now, inbox_ok: inbox_ok.clone() };
             let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
             if claimed.is_empty() {
                 break;
@@ -197,6 +199,19 @@ impl Engine {
             }
         }
         Ok(started)
+    }
+
+    /// Which reps may send: those without IMAP, and those whose inbox has
+    /// synced within `max_inbox_lag` (so nothing goes out after a reply that
+    /// is sitting unread in the inbox).
+    async fn inbox_ok(&self, cfg: &Config, now: DateTime<Utc>) -> Result<HashMap<String, bool>, EngineError> {
+        let lag = chrono::Duration::from_std(cfg.daemon.max_inbox_lag).unwrap_or_default();
+        let mut ok = HashMap::new();
+        for rep in cfg.reps.iter().filter(|r| r.imap.is_some()) {
+            let synced = self.store.inbox_synced_at(&rep.id).await?;
+            ok.insert(rep.id.clone(), synced.is_some_and(|t| now - crate::clock::from_ms(t) <= lag));
+        }
+        Ok(ok)
     }
 
     /// One-shot: passes until nothing more is due now, waiting for every
@@ -288,7 +303,8 @@ impl Engine {
         let lt = LeadTime::of(&cfg, lead);
         let seq = cfg.sequence(&e.sequence);
         let advance = |cfg_seq: &crate::config::Sequence| {
-            plan::advance_after_send(cfg_seq, &lt, e, job.phase, job.step, now, &job.outgoing.message_id, &job.outgoing.subject)
+            let sent = plan::SentEmail { phase: job.phase, step: job.step, at: now, message_id: &job.outgoing.message_id, subject: &job.outgoing.subject };
+            plan::advance_after_send(cfg_seq, &lt, e, sent)
         };
         let max_attempts = cfg.rep(&e.rep).map_or(5, |r| r.smtp.max_attempts);
         let mut stats = PassStats::default();

@@ -69,18 +69,20 @@ pub fn effective_phase(seq: &Sequence, e: &EnrollmentRow) -> (Phase, Option<usiz
     }
 }
 
-/// The enrollment after a send of `phase` (step index `step`) at `sent_at`
-/// with Message-ID `message_id`.
-pub fn advance_after_send(
-    seq: &Sequence,
-    lt: &LeadTime,
-    e: &EnrollmentRow,
-    phase: Phase,
-    step: Option<usize>,
-    sent_at: DateTime<Utc>,
-    message_id: &str,
-    subject: &str,
-) -> Advance {
+/// An email that went out (or may have): what it was and when.
+#[derive(Clone, Copy, Debug)]
+pub struct SentEmail<'a> {
+    pub phase: Phase,
+    /// The step index, for `Phase::Step`.
+    pub step: Option<usize>,
+    pub at: DateTime<Utc>,
+    pub message_id: &'a str,
+    pub subject: &'a str,
+}
+
+/// The enrollment after `sent`.
+pub fn advance_after_send(seq: &Sequence, lt: &LeadTime, e: &EnrollmentRow, sent: SentEmail) -> Advance {
+    let SentEmail { phase, step, at: sent_at, message_id, subject } = sent;
     let new_thread = match (phase, step) {
         (Phase::Step, Some(i)) => matches!(seq.steps[i].kind, StepKind::Email { new_thread: true, .. }) || e.thread_refs.is_empty(),
         _ => e.thread_refs.is_empty(),

@@ -5,3 +5,4 @@
 //! the server to the classifier and the verdicts to the store.
 
 pub mod classify;
+pub mod watch;

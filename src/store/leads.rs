@@ -76,6 +76,17 @@ pub struct LeadDetail {
     pub touchpoints: Vec<TouchpointRow>,
 }
 
+/// A state change of a lead's live enrollment, logged as `touch`.
+#[derive(Clone, Copy, Debug)]
+pub struct Transition<'a> {
+    pub from: &'a [EnrollmentState],
+    pub to: EnrollmentState,
+    pub next_at: Option<i64>,
+    pub paused_until: Option<i64>,
+    pub touch: TouchKind,
+    pub detail: Option<&'a str>,
+}
+
 /// A touchpoint to record.
 #[derive(Clone, Debug, Default)]
 pub struct NewTouch<'a> {
@@ -351,17 +362,8 @@ impl Store {
     /// Changes the state of the lead's live enrollment from one of `from` to
     /// `to`, recording a touchpoint. Returns the enrollment, or `None` when the
     /// lead has no enrollment in one of those states.
-    pub async fn transition(
-        &self,
-        now: i64,
-        lead_id: i64,
-        from: &[EnrollmentState],
-        to: EnrollmentState,
-        next_at: Option<i64>,
-        paused_until: Option<i64>,
-        touch_kind: TouchKind,
-        detail: Option<&str>,
-    ) -> Result<Option<EnrollmentRow>, StoreError> {
+    pub async fn transition(&self, now: i64, lead_id: i64, t: &Transition<'_>) -> Result<Option<EnrollmentRow>, StoreError> {
+        let Transition { from, to, next_at, paused_until, touch: touch_kind, detail } = *t;
         let states = from.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
         let select =
             format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");

@@ -13,6 +13,18 @@ use super::leads::{touch, NewTouch};
 use super::{begin_sql, dispatch, skip_locked, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
 use crate::domain::{EnrollmentState, TouchKind};
 
+/// The row an acknowledgement moved.
+#[derive(sqlx::FromRow)]
+struct AckedSend {
+    enrollment_id: Option<i64>,
+    lead_id: Option<i64>,
+    rep: String,
+    step: Option<i64>,
+    message_id: String,
+    subject: Option<String>,
+    recipient: String,
+}
+
 /// A rep's sending so far in the current period, as the claim sees it.
 #[derive(Clone, Debug, Default)]
 pub struct RepUsage {
@@ -316,18 +328,19 @@ impl Store {
         };
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
-            let row: Option<(i64, i64, String, Option<i64>, String, Option<String>, String)> = sqlx::query_as(
-                "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending' \
+            let row: Option<AckedSend> = sqlx::query_as(
+                "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending' AND claimed_by = $5 \
                  RETURNING enrollment_id, lead_id, rep, step, message_id, subject, recipient",
             )
             .bind(state)
             .bind(error)
             .bind(now)
             .bind(send_id)
+            .bind(&self.instance)
             .fetch_optional(&mut *tx)
-            .await?
-            .map(|(e, l, r, s, m, sub, rc): (Option<i64>, Option<i64>, String, Option<i64>, String, Option<String>, String)| (e.unwrap_or(0), l.unwrap_or(0), r, s, m, sub, rc));
-            let Some((eid, lead_id, rep, step, message_id, subject, recipient)) = row else { return Ok(false) };
+            .await?;
+            let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient }) = row else { return Ok(false) };
+            let (eid, lead_id) = (enrollment_id.unwrap_or(0), lead_id.unwrap_or(0));
             let step1 = step.map(|s| s + 1);
             match ack {
                 Ack::Sent { touch: kind, advance } => {
@@ -358,6 +371,14 @@ impl Store {
             tx.commit().await?;
             Ok(true)
         })
+    }
+
+    /// Takes over a `sending` row of a dead process, so that this process
+    /// may acknowledge it (only the claimer acknowledges).
+    pub async fn adopt(&self, send_id: i64) -> Result<bool, StoreError> {
+        let n = dispatch!(self, pool => sqlx::query("UPDATE sends SET claimed_by = $1 WHERE id = $2 AND state = 'sending'")
+            .bind(&self.instance).bind(send_id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
     }
 
     /// Sends left `sending` by a process that is gone: on SQLite (one

@@ -12,3 +12,4 @@ mod cli;
 mod fixtures;
 mod rig;
 mod support;
+mod watch;

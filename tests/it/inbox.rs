@@ -1,0 +1,170 @@
+//! Replies, out-of-office notices and bounces through a real Dovecot and a
+//! real SMTP server: the sequence stops, pauses or suppresses as it should.
+
+use std::time::Duration;
+
+use crate::fixtures::{Opts, Project};
+use crate::support::dovecot::Dovecot;
+use crate::support::smtp::{SmtpOptions, SmtpServer};
+
+const PW: &str = "imap-pw-7d1";
+
+struct Rig {
+    smtp: SmtpServer,
+    imap: Dovecot,
+    p: Project,
+}
+
+async fn rig() -> Rig {
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let imap = Dovecot::start(&[("nik", PW)]).await;
+    let p = Project::new(Opts { smtp_port: Some(smtp.port()), imap: Some((imap.port(), PW.into())), ..Opts::default() });
+    Rig { smtp, imap, p }
+}
+
+fn message_id(m: &crate::support::smtp::Received) -> String {
+    m.header("Message-ID").unwrap().trim().to_string()
+}
+
+fn reply(from: &str, in_reply_to: &str, date: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Ana Lee <{from}>\r\nTo: Nik Levnaich <nik@vendor.test>\r\nSubject: Re: Quick question about Acme\r\nDate: {date}\r\n\
+         Message-ID: <reply-{}@acme.example>\r\nIn-Reply-To: {in_reply_to}\r\nReferences: {in_reply_to}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         {body}\r\n\r\nOn Mon, Nov 30, 2026 at 10:00 AM Nik Levnaich <nik@vendor.test> wrote:\r\n> Hi Ana,\r\n> step 1 for Acme.\r\n",
+        rand_tag()
+    )
+    .into_bytes()
+}
+
+fn rand_tag() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id()) << 20
+}
+
+fn kinds(p: &Project, email: &str) -> Vec<String> {
+    p.json(&["show", email])["touchpoints"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_stops_the_sequence_and_moves_the_stage() {
+    let r = rig().await;
+    r.p.enroll("ana@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    r.p.enroll("bo@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    r.p.enroll("cy@other.example", "UTC", "2026-11-30T10:00:00Z");
+    assert_eq!(r.p.tick("2026-11-30T10:00:00Z")["sent"], 3);
+    let intro = r.smtp.messages().into_iter().find(|m| m.rcpt_to[0] == "ana@acme.example").unwrap();
+    r.imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(&intro), "Tue, 01 Dec 2026 08:15:00 +0000", "Sounds interesting, can we talk Thursday?")).await;
+    // Thursday: the bump is due for everyone; the inbox is read first.
+    let stats = r.p.tick("2026-12-03T10:00:00Z");
+    assert_eq!(stats["sent"], 1, "only the lead at another company gets the bump");
+    assert_eq!(r.smtp.messages().iter().filter(|m| m.rcpt_to[0] == "ana@acme.example").count(), 1);
+    let show = r.p.json(&["show", "ana@acme.example"]);
+    assert_eq!(show["enrollments"][0]["state"], "replied");
+    assert_eq!(show["stage"], "closing", "reply_stage");
+    let reply_tp = show["touchpoints"].as_array().unwrap().iter().find(|t| t["kind"] == "reply").unwrap().clone();
+    assert_eq!(reply_tp["at"], "2026-12-01T08:15:00Z", "dated by the message");
+    assert_eq!(reply_tp["detail"], "Sounds interesting, can we talk Thursday?", "quoted history stripped");
+    // same_company_stop: a colleague at acme.example stops too; the other company goes on.
+    assert_eq!(r.p.json(&["show", "bo@acme.example"])["enrollments"][0]["state"], "completed");
+    assert_eq!(r.p.json(&["show", "cy@other.example"])["enrollments"][0]["state"], "active");
+    // Weeks later nothing more goes to Ana.
+    r.p.tick("2026-12-20T10:00:00Z");
+    assert_eq!(r.smtp.messages().iter().filter(|m| m.rcpt_to[0] == "ana@acme.example").count(), 1);
+    assert_eq!(kinds(&r.p, "ana@acme.example").iter().filter(|k| *k == "reply").count(), 1, "processed once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_out_of_office_pauses_until_the_return_date_then_the_next_step_goes_out() {
+    let r = rig().await;
+    r.p.enroll("ana@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    r.p.tick("2026-11-30T10:00:00Z");
+    let intro = r.smtp.messages().remove(0);
+    let ooo = format!(
+        "From: Ana Lee <ana@acme.example>\r\nTo: nik@vendor.test\r\nSubject: Automatic reply: Quick question about Acme\r\nAuto-Submitted: auto-replied\r\n\
+         Date: Mon, 30 Nov 2026 10:00:05 +0000\r\nMessage-ID: <ooo-1@acme.example>\r\nIn-Reply-To: {}\r\nContent-Type: text/plain\r\n\r\n\
+         I am out of the office and will be back on 14 December 2026. For urgent matters contact bo@acme.example.\r\n",
+        message_id(&intro)
+    );
+    r.imap.append("nik", "INBOX", ooo.as_bytes()).await;
+    // The bump would be due Thursday; the lead is paused until the 14th.
+    assert_eq!(r.p.tick("2026-12-03T10:00:00Z")["sent"], 0);
+    let show = r.p.json(&["show", "ana@acme.example"]);
+    assert_eq!(show["enrollments"][0]["state"], "paused");
+    assert_eq!(show["enrollments"][0]["paused_until"], "2026-12-14T00:00:00Z");
+    assert!(r.p.ok(&["explain", "ana@acme.example", "--now", "2026-12-03T10:00:00Z"]).contains("paused until"));
+    assert_eq!(r.p.tick("2026-12-11T10:00:00Z")["sent"], 0);
+    // Monday the 14th: resumed at the first window opening on that date.
+    assert_eq!(r.p.tick("2026-12-14T08:00:00Z")["sent"], 0, "before the window opens");
+    let stats = r.p.tick("2026-12-14T09:00:00Z");
+    assert_eq!(stats["sent"], 1);
+    let bump = r.smtp.messages().pop().unwrap();
+    assert_eq!(bump.header("Subject").unwrap(), "Re: Quick question about Acme");
+    assert_eq!(bump.header("In-Reply-To").unwrap().trim(), message_id(&intro));
+    let k = kinds(&r.p, "ana@acme.example");
+    assert!(k.contains(&"auto_reply".to_string()) && k.contains(&"resumed".to_string()), "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounce_suppresses_the_address() {
+    let r = rig().await;
+    r.p.enroll("gone@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    r.p.tick("2026-11-30T10:00:00Z");
+    let sent = r.smtp.messages().remove(0);
+    let dsn = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.acme.example>\r\nTo: nik@vendor.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         Date: Mon, 30 Nov 2026 10:00:09 +0000\r\nMessage-ID: <dsn-1@mx.acme.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n\
+         I'm sorry to have to inform you that your message could not be delivered.\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.acme.example\r\n\r\nFinal-Recipient: rfc822; gone@acme.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {}\r\n\
+         From: nik@vendor.test\r\nTo: gone@acme.example\r\nSubject: Quick question about Acme\r\n\r\n--B--\r\n",
+        message_id(&sent)
+    );
+    r.imap.append("nik", "INBOX", dsn.as_bytes()).await;
+    r.p.tick("2026-12-03T10:00:00Z");
+    let show = r.p.json(&["show", "gone@acme.example"]);
+    assert_eq!(show["enrollments"][0]["state"], "bounced");
+    assert!(kinds(&r.p, "gone@acme.example").contains(&"bounce".to_string()));
+    assert_eq!(r.p.run(&["enroll", "gone@acme.example", "--sequence", "outreach"]).status.code(), Some(3));
+    assert_eq!(r.smtp.message_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_that_has_not_synced_holds_its_reps_sending() {
+    let mut r = rig().await;
+    r.p.enroll("ana@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    r.imap.stop();
+    let out = r.p.run(&["tick", "--now", "2026-11-30T10:00:00Z"]);
+    assert!(out.status.success());
+    assert_eq!(r.smtp.message_count(), 0, "never synced: nothing goes out");
+    let explain = r.p.ok(&["explain", "ana@acme.example", "--now", "2026-11-30T10:00:00Z"]);
+    assert!(explain.contains("inbox lag"), "{explain}");
+    r.imap.start_again().await;
+    assert_eq!(r.p.tick("2026-11-30T10:01:00Z")["sent"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
+    let r = rig().await;
+    let daemon = r.p.spawn_run(&[]);
+    r.p.ok(&["enroll", "ana@acme.example", "--sequence", "always", "--company", "Acme"]);
+    r.p.ok(&["enroll", "bo@beta.example", "--sequence", "always", "--company", "Beta"]);
+    let sent = r.smtp.wait_for(2, Duration::from_secs(20));
+    let to_ana = sent.iter().find(|m| m.rcpt_to[0] == "ana@acme.example").unwrap();
+    let to_bo = sent.iter().find(|m| m.rcpt_to[0] == "bo@beta.example").unwrap();
+    // Under IDLE: acted on within seconds, no restart, no tick.
+    r.imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(to_ana), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk.")).await;
+    crate::support::wait_until_blocking("reply recorded through IDLE", Duration::from_secs(10), || {
+        r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
+    });
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    // While the daemon is down, Bo replies; the restart acts on it.
+    r.imap.append("nik", "INBOX", &reply("bo@beta.example", &message_id(to_bo), "Mon, 30 Nov 2026 10:06:00 +0000", "Not now, thanks.")).await;
+    let daemon = r.p.spawn_run(&[]);
+    crate::support::wait_until_blocking("reply recorded at restart", Duration::from_secs(20), || {
+        r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
+    });
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert_eq!(r.p.sqlite("SELECT count(*) FROM touchpoints WHERE kind = 'reply'"), "2", "each reply recorded once");
+}
