@@ -21,6 +21,18 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listen = engine.config().daemon.http_listen.clone();
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding the HTTP API to {listen} (daemon.http_listen)"))?;
+    let local = listener.local_addr().context("reading the HTTP API's bound address")?;
+    tracing::info!(addr = %local, "http listening");
+    let shutdown = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let http = tokio::spawn(crate::api::serve(listener, crate::api::ApiState::new(engine.clone()), shutdown));
     let watchers = spawn_watchers(&engine, stop_rx);
     loop {
         let started = match engine.pass().await {
@@ -42,12 +54,20 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
             _ = tokio::time::sleep(sleep) => {}
         }
     }
+    // Stops the watchers and the HTTP API (no new requests; those in
+    // flight finish alongside the sends).
     let _ = stop_tx.send(true);
     for w in watchers {
         let _ = w.await;
     }
     if tokio::time::timeout(GRACE, engine.wait_idle()).await.is_err() {
         tracing::error!("in-flight sends did not finish within {GRACE:?}; they become send_unknown at the next start");
+    }
+    match tokio::time::timeout(GRACE, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP API failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP API task failed"),
+        Err(_) => tracing::error!("HTTP requests did not finish within {GRACE:?}"),
     }
     engine.store.close().await;
     Ok(())

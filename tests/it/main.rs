@@ -6,6 +6,7 @@
 //! that a failure elsewhere points at cadence rather than at the rig.
 //! `fixtures.rs` builds the standard project the feature tests run against.
 
+mod api;
 mod classify;
 mod cli;
 mod engine;
