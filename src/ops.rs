@@ -117,7 +117,14 @@ impl Ctx {
     pub async fn pause(&self, email: &str) -> Result<(), OpError> {
         let lead = self.lead(email).await?;
         let now = self.clock.now_ms();
-        let t = Transition { from: &[EnrollmentState::Active], to: EnrollmentState::Paused, next_at: None, paused_until: None, touch: TouchKind::Paused, detail: Some("paused by hand") };
+        let t = Transition {
+            from: &[EnrollmentState::Active],
+            to: EnrollmentState::Paused,
+            next_at: None,
+            paused_until: None,
+            touch: TouchKind::Paused,
+            detail: Some("paused by hand"),
+        };
         match self.store.transition(now, lead.id, &t).await? {
             Some(_) => Ok(()),
             None => Err(OpError::Refused(format!("{} has no active enrollment to pause", lead.email))),
@@ -149,7 +156,14 @@ impl Ctx {
     pub async fn unenroll(&self, email: &str) -> Result<(), OpError> {
         let lead = self.lead(email).await?;
         let now = self.clock.now_ms();
-        let t = Transition { from: &[EnrollmentState::Active, EnrollmentState::Paused], to: EnrollmentState::Completed, next_at: None, paused_until: None, touch: TouchKind::Unenrolled, detail: Some("unenrolled by hand") };
+        let t = Transition {
+            from: &[EnrollmentState::Active, EnrollmentState::Paused],
+            to: EnrollmentState::Completed,
+            next_at: None,
+            paused_until: None,
+            touch: TouchKind::Unenrolled,
+            detail: Some("unenrolled by hand"),
+        };
         match self.store.transition(now, lead.id, &t).await? {
             Some(_) => Ok(()),
             None => Err(OpError::Refused(format!("{} is not enrolled in any sequence", lead.email))),

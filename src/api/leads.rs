@@ -378,7 +378,7 @@ pub async fn note(
     get,
     path = "/api/v1/report",
     tag = "report",
-    description = "Pipeline report: leads and total value per stage (a rep's token counts that rep's leads).",
+    description = "Pipeline report: leads and total value per stage (a rep's token counts that rep's leads); with the manager token also the full report (red flags, per-step figures, speed to lead) under `full`.",
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReportView),
@@ -403,7 +403,15 @@ pub async fn report(State(state): State<ApiState>, who: Principal) -> Result<Jso
         stages[i].leads += 1;
         stages[i].value += r.value.unwrap_or(0.0);
     }
+    let full = match who.owner_filter() {
+        None => Some(
+            serde_json::to_value(crate::report::build(&cfg, &state.engine.store, state.engine.clock.now()).await?)
+                .map_err(|e| ApiError::from(crate::store::StoreError::Data(e.to_string())))?,
+        ),
+        Some(_) => None,
+    };
     Ok(Json(ReportView {
+        full,
         generated_at: rfc3339(state.engine.clock.now_ms()),
         total_leads: rows.len() as u64,
         total_value: stages.iter().map(|s| s.value).sum(),

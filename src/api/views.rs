@@ -217,14 +217,19 @@ pub struct StageCount {
     pub value: f64,
 }
 
-/// `GET /api/v1/report` (lead counts per stage until the full report of
-/// DESIGN §6 is wired in).
+/// `GET /api/v1/report`: leads and value per stage over the caller's leads,
+/// and for the manager the whole pipeline report of DESIGN §6 (the same
+/// document as `cadence report --json`), which covers every rep.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportView {
     pub generated_at: String,
     pub stages: Vec<StageCount>,
     pub total_leads: u64,
     pub total_value: f64,
+    /// Manager token only: red flags, per-step figures, speed to lead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub full: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

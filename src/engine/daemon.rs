@@ -87,7 +87,14 @@ fn spawn_watchers(engine: &Arc<Engine>, stop: tokio::sync::watch::Receiver<bool>
             };
             let wake = engine.wake.clone();
             let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
-            tokio::spawn(crate::inbox::watch::watch(rep.id.clone(), config, engine.store.clone(), engine.clock.clone(), stop.clone(), on_event))
+            tokio::spawn(crate::inbox::watch::watch(
+                rep.id.clone(),
+                config,
+                engine.store.clone(),
+                engine.clock.clone(),
+                stop.clone(),
+                on_event,
+            ))
         })
         .collect()
 }

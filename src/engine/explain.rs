@@ -210,7 +210,10 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
         let since = (now - chrono::Duration::hours(24)).timestamp_millis();
         if let Some(b) = ctx.store.rep_bounces(since).await?.into_iter().find(|b| b.rep == rep.id) {
             if crate::report::bounce_paused(cfg, &b) {
-                held.push(format!("bounce pause: {} of {} emails from {} bounced in 24 hours (over daemon.bounce_pause_rate)", b.bounces, b.sends, rep.id));
+                held.push(format!(
+                    "bounce pause: {} of {} emails from {} bounced in 24 hours (over daemon.bounce_pause_rate)",
+                    b.bounces, b.sends, rep.id
+                ));
             }
         }
     } else {

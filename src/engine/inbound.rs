@@ -103,6 +103,7 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
     }
     let Some(lead) = lead else {
         handled.ignored = Some("matches no lead");
+        crate::api::metrics::record_inbound(rep_id, crate::api::metrics::InboundKind::Unmatched);
         let action = InboundAction {
             rep: rep_id,
             message_key: &key,
@@ -175,6 +176,18 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
     }
     let rank = |s: &str| cfg.stage_rank(s);
     handled.outcome = store.record_inbound(now.timestamp_millis(), &action, &rank).await?;
+    if handled.outcome.new {
+        use crate::api::metrics::{record_inbound, InboundKind};
+        let kind = match v.kind {
+            Kind::Reply => InboundKind::Reply,
+            Kind::AutoReply => InboundKind::AutoReply,
+            Kind::Bounce => InboundKind::Bounce,
+            Kind::Complaint => InboundKind::Complaint,
+            Kind::Unsubscribe => InboundKind::Unsubscribe,
+            Kind::Unknown => InboundKind::Unmatched,
+        };
+        record_inbound(rep_id, kind);
+    }
     Ok(handled)
 }
 

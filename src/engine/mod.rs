@@ -151,7 +151,13 @@ impl Engine {
                             let lt = LeadTime::of(&cfg, &lead);
                             let phase = if s.kind == "last_chance" { Phase::LastChance } else { Phase::Step };
                             let step = s.step.map(|x| x as usize).filter(|_| phase == Phase::Step);
-                            let sent = plan::SentEmail { phase, step, at: now, message_id: &s.message_id, subject: s.subject.as_deref().unwrap_or("") };
+                            let sent = plan::SentEmail {
+                                phase,
+                                step,
+                                at: now,
+                                message_id: &s.message_id,
+                                subject: s.subject.as_deref().unwrap_or(""),
+                            };
                             plan::advance_after_send(seq, &lt, &e, sent)
                         }),
                         _ => None,
@@ -313,7 +319,13 @@ impl Engine {
         let lt = LeadTime::of(&cfg, lead);
         let seq = cfg.sequence(&e.sequence);
         let advance = |cfg_seq: &crate::config::Sequence| {
-            let sent = plan::SentEmail { phase: job.phase, step: job.step, at: now, message_id: &job.outgoing.message_id, subject: &job.outgoing.subject };
+            let sent = plan::SentEmail {
+                phase: job.phase,
+                step: job.step,
+                at: now,
+                message_id: &job.outgoing.message_id,
+                subject: &job.outgoing.subject,
+            };
             plan::advance_after_send(cfg_seq, &lt, e, sent)
         };
         let max_attempts = cfg.rep(&e.rep).map_or(5, |r| r.smtp.max_attempts);
@@ -351,6 +363,15 @@ impl Engine {
             }
         };
         self.store.ack(now.timestamp_millis(), send_id, &ack).await?;
+        use crate::api::metrics::{record_send, SendOutcome};
+        let outcome = match &ack {
+            Ack::Sent { .. } => SendOutcome::Sent,
+            Ack::Unknown { .. } => SendOutcome::Unknown,
+            Ack::Retry { .. } => SendOutcome::Retried,
+            Ack::Failed { .. } => SendOutcome::Failed,
+            Ack::Bounced { .. } => SendOutcome::Bounced,
+        };
+        record_send(&e.rep, outcome);
         let mut s = self.stats.lock().expect("stats");
         s.sent += stats.sent;
         s.retried += stats.retried;

@@ -125,7 +125,15 @@ fn a_daily_limit_of_3_with_10_due_sends_3_a_day() {
     }
     let mut per_tick = Vec::new();
     // Mon 15:00Z = 09:00 in Regina; Regina's Tuesday starts at 06:00Z.
-    for now in ["2026-11-30T15:00:00Z", "2026-11-30T16:30:00Z", "2026-12-01T05:59:00Z", "2026-12-01T09:00:00Z", "2026-12-01T16:00:00Z", "2026-12-02T09:00:00Z", "2026-12-03T09:00:00Z"] {
+    for now in [
+        "2026-11-30T15:00:00Z",
+        "2026-11-30T16:30:00Z",
+        "2026-12-01T05:59:00Z",
+        "2026-12-01T09:00:00Z",
+        "2026-12-01T16:00:00Z",
+        "2026-12-02T09:00:00Z",
+        "2026-12-03T09:00:00Z",
+    ] {
         per_tick.push(p.tick(now)["sent"].as_u64().unwrap());
     }
     assert_eq!(per_tick, [3, 0, 0, 3, 0, 3, 1]);
@@ -152,7 +160,10 @@ fn a_domain_limit_holds_only_that_domain() {
 
 #[test]
 fn a_temporary_failure_is_retried_and_arrives_once() {
-    let server = SmtpServer::start(SmtpOptions { faults: vec![Fault::reply(Stage::Rcpt, "451 4.3.0 try again later").once()], ..Default::default() });
+    let server = SmtpServer::start(SmtpOptions {
+        faults: vec![Fault::reply(Stage::Rcpt, "451 4.3.0 try again later").once()],
+        ..Default::default()
+    });
     let p = smtp_project(&server, Opts::default());
     p.enroll("retry@acme.example", "UTC", "2026-11-30T10:00:00Z");
     let first = p.tick("2026-11-30T10:00:00Z");
@@ -243,7 +254,11 @@ fn a_killed_daemon_never_sends_twice() {
     let sent: usize = p.sqlite("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
     assert_eq!(sent + unknown, 153, "every lead is sent or send_unknown");
     assert!(unknown >= 3);
-    assert_eq!(p.sqlite("SELECT count(*) FROM sends WHERE state = 'send_unknown' AND recipient LIKE '%@hang.example'"), "3", "the hung ones are never resent");
+    assert_eq!(
+        p.sqlite("SELECT count(*) FROM sends WHERE state = 'send_unknown' AND recipient LIKE '%@hang.example'"),
+        "3",
+        "the hung ones are never resent"
+    );
     let msgs = server.messages();
     let ids: Vec<String> = msgs.iter().filter_map(|m| m.header("Message-ID")).collect();
     let unique: HashSet<&String> = ids.iter().collect();

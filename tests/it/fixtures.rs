@@ -229,7 +229,8 @@ pub struct Daemon {
 impl Project {
     /// Starts `cadence run` (real clock) with extra environment variables.
     pub fn spawn_run(&self, env: &[(&str, &str)]) -> Daemon {
-        let log = self.tmp.root().join(format!("run-{}.log", std::time::Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())));
+        let log =
+            self.tmp.root().join(format!("run-{}.log", std::time::Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.tmp.cadence();
         cmd.env("CADENCE_SECRET", SECRET).env("RUST_LOG", "info");

@@ -54,7 +54,13 @@ async fn a_reply_stops_the_sequence_and_moves_the_stage() {
     r.p.enroll("cy@other.example", "UTC", "2026-11-30T10:00:00Z");
     assert_eq!(r.p.tick("2026-11-30T10:00:00Z")["sent"], 3);
     let intro = r.smtp.messages().into_iter().find(|m| m.rcpt_to[0] == "ana@acme.example").unwrap();
-    r.imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(&intro), "Tue, 01 Dec 2026 08:15:00 +0000", "Sounds interesting, can we talk Thursday?")).await;
+    r.imap
+        .append(
+            "nik",
+            "INBOX",
+            &reply("ana@acme.example", &message_id(&intro), "Tue, 01 Dec 2026 08:15:00 +0000", "Sounds interesting, can we talk Thursday?"),
+        )
+        .await;
     // Thursday: the bump is due for everyone; the inbox is read first.
     let stats = r.p.tick("2026-12-03T10:00:00Z");
     assert_eq!(stats["sent"], 1, "only the lead at another company gets the bump");
@@ -154,13 +160,17 @@ async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
     let to_ana = sent.iter().find(|m| m.rcpt_to[0] == "ana@acme.example").unwrap();
     let to_bo = sent.iter().find(|m| m.rcpt_to[0] == "bo@beta.example").unwrap();
     // Under IDLE: acted on within seconds, no restart, no tick.
-    r.imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(to_ana), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk.")).await;
+    r.imap
+        .append("nik", "INBOX", &reply("ana@acme.example", &message_id(to_ana), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk."))
+        .await;
     crate::support::wait_until_blocking("reply recorded through IDLE", Duration::from_secs(10), || {
         r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
     });
     assert!(daemon.terminate(Duration::from_secs(20)).success());
     // While the daemon is down, Bo replies; the restart acts on it.
-    r.imap.append("nik", "INBOX", &reply("bo@beta.example", &message_id(to_bo), "Mon, 30 Nov 2026 10:06:00 +0000", "Not now, thanks.")).await;
+    r.imap
+        .append("nik", "INBOX", &reply("bo@beta.example", &message_id(to_bo), "Mon, 30 Nov 2026 10:06:00 +0000", "Not now, thanks."))
+        .await;
     let daemon = r.p.spawn_run(&[]);
     crate::support::wait_until_blocking("reply recorded at restart", Duration::from_secs(20), || {
         r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"

@@ -101,30 +101,15 @@ pub struct Fault {
 
 impl Fault {
     pub fn reply(stage: Stage, line: &str) -> Self {
-        Fault {
-            stage,
-            action: Action::Reply(line.to_string()),
-            rcpt: None,
-            times: None,
-        }
+        Fault { stage, action: Action::Reply(line.to_string()), rcpt: None, times: None }
     }
 
     pub fn drop_connection(stage: Stage) -> Self {
-        Fault {
-            stage,
-            action: Action::Drop,
-            rcpt: None,
-            times: None,
-        }
+        Fault { stage, action: Action::Drop, rcpt: None, times: None }
     }
 
     pub fn hang(stage: Stage) -> Self {
-        Fault {
-            stage,
-            action: Action::Hang,
-            rcpt: None,
-            times: None,
-        }
+        Fault { stage, action: Action::Hang, rcpt: None, times: None }
     }
 
     pub fn for_rcpt(mut self, address: &str) -> Self {
@@ -175,11 +160,7 @@ impl Received {
 
     /// Every header with this name, in order.
     pub fn headers(&self, name: &str) -> Vec<String> {
-        self.header_fields()
-            .into_iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .collect()
+        self.header_fields().into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v).collect()
     }
 
     /// All header fields in order, unfolded.
@@ -215,9 +196,7 @@ impl Received {
     }
 
     pub fn parsed(&self) -> mail_parser::Message<'_> {
-        mail_parser::MessageParser::default()
-            .parse(&self.raw)
-            .expect("received message parses")
+        mail_parser::MessageParser::default().parse(&self.raw).expect("received message parses")
     }
 }
 
@@ -255,10 +234,7 @@ impl SmtpServer {
     /// Starts a server and returns once it is listening (bounded: panics
     /// with the server's output after 15 s or if it exits).
     pub fn start(options: SmtpOptions) -> SmtpServer {
-        let dir = tempfile::Builder::new()
-            .prefix("cadence-smtp-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("cadence-smtp-").tempdir().expect("temp dir");
         let root = dir.path();
 
         let mut config = json!({
@@ -292,15 +268,7 @@ impl SmtpServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {PYTHON} {SCRIPT}: {e}"));
 
-        let mut server = SmtpServer {
-            child,
-            dir,
-            port: 0,
-            tls: options.tls,
-            ca_file,
-            auth: options.auth.clone(),
-            password_env: None,
-        };
+        let mut server = SmtpServer { child, dir, port: 0, tls: options.tls, ca_file, auth: options.auth.clone(), password_env: None };
         server.port = server.await_ready(Duration::from_secs(15));
         if let Some((_, password)) = &options.auth {
             let var = format!("CADENCE_IT_SMTP_PASSWORD_{}", server.port);
@@ -322,16 +290,10 @@ impl SmtpServer {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "SMTP test server exited ({status}) before listening:\n{}",
-                    self.server_log()
-                );
+                panic!("SMTP test server exited ({status}) before listening:\n{}", self.server_log());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "SMTP test server not listening after {limit:?}:\n{}",
-                    self.server_log()
-                );
+                panic!("SMTP test server not listening after {limit:?}:\n{}", self.server_log());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -399,28 +361,18 @@ impl SmtpServer {
     pub fn messages(&self) -> Vec<Received> {
         let folder = self.dir.path().join("messages");
         let mut emls: Vec<PathBuf> = fs::read_dir(&folder)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                    .collect()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
             .unwrap_or_default();
         emls.sort();
         emls.into_iter()
             .map(|eml| {
-                let meta: serde_json::Value = serde_json::from_slice(
-                    &fs::read(eml.with_extension("json")).expect("envelope file"),
-                )
-                .expect("envelope json");
+                let meta: serde_json::Value =
+                    serde_json::from_slice(&fs::read(eml.with_extension("json")).expect("envelope file")).expect("envelope json");
                 Received {
                     mail_from: meta["mail_from"].as_str().unwrap_or_default().to_string(),
                     rcpt_to: meta["rcpt_to"]
                         .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str().map(str::to_string))
-                                .collect()
-                        })
+                        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                         .unwrap_or_default(),
                     raw: fs::read(&eml).expect("message file"),
                 }
@@ -430,11 +382,7 @@ impl SmtpServer {
 
     pub fn message_count(&self) -> usize {
         fs::read_dir(self.dir.path().join("messages"))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-                    .count()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "eml")).count())
             .unwrap_or(0)
     }
 
@@ -535,31 +483,61 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     .expect("write ext");
     let p = |p: &Path| p.to_str().expect("utf-8 temp path").to_string();
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", &p(&ca_key), "-out", &p(&ca), "-days", "30", "-subj", "/CN=cadence test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=cadence test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     openssl(&[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", &p(&key), "-out", &p(&csr), "-subj", "/CN=localhost",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        "/CN=localhost",
     ]);
     openssl(&[
-        "x509", "-req", "-in", &p(&csr), "-CA", &p(&ca), "-CAkey", &p(&ca_key),
-        "-CAcreateserial", "-out", &p(&cert), "-days", "30", "-extfile", &p(&ext),
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &p(&cert),
+        "-days",
+        "30",
+        "-extfile",
+        &p(&ext),
     ]);
     (ca, cert, key)
 }
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("openssl").args(args).output().unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(out.status.success(), "openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
