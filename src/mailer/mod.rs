@@ -81,7 +81,7 @@ pub struct RepMailer {
 
 enum Transport {
     File(file::FileTransport),
-    Smtp(smtp::SmtpPool),
+    Smtp(Box<smtp::SmtpPool>),
 }
 
 impl RepMailer {
@@ -100,7 +100,7 @@ impl RepMailer {
             TransportKind::File => Transport::File(file::FileTransport::new(resolve(&rep.smtp.dir))),
             TransportKind::Smtp => {
                 let ca = rep.smtp.ca_file.as_deref().map(resolve);
-                Transport::Smtp(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?)
+                Transport::Smtp(Box::new(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?))
             }
         };
         Ok(RepMailer { transport })

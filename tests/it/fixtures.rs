@@ -229,8 +229,8 @@ pub struct Daemon {
 impl Project {
     /// Starts `cadence run` (real clock) with extra environment variables.
     pub fn spawn_run(&self, env: &[(&str, &str)]) -> Daemon {
-        let log =
-            self.tmp.root().join(format!("run-{}.log", std::time::Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())));
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let log = self.tmp.root().join(format!("run-{}.log", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.tmp.cadence();
         cmd.env("CADENCE_SECRET", SECRET).env("RUST_LOG", "info");
