@@ -53,9 +53,8 @@ pub fn new_message_id(domain: &str) -> String {
 
 /// Builds the message; see [`prepare`] for the bytes.
 pub fn build(o: &Outgoing) -> Result<Message, SendError> {
-    let message_id = clean_id(&o.message_id).ok_or_else(|| {
-        SendError::Local(format!("invalid Message-ID {:?}", o.message_id))
-    })?;
+    let message_id = clean_id(&o.message_id)
+        .ok_or_else(|| SendError::Local(format!("invalid Message-ID {:?}", o.message_id)))?;
     let from = mailbox(&o.from_name, &o.from)?;
     let to = mailbox(&o.to_name, &o.to)?;
 
@@ -100,9 +99,9 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
 
     let built = match &o.html {
         Some(html) => {
-            builder.multipart(MultiPart::alternative_plain_html(o.text.clone(), html.clone()))
+            builder.multipart(MultiPart::alternative_plain_html(crlf(&o.text), crlf(html)))
         }
-        None => builder.singlepart(SinglePart::plain(o.text.clone())),
+        None => builder.singlepart(SinglePart::plain(crlf(&o.text))),
     };
     built.map_err(|e| SendError::Local(format!("cannot build message: {e}")))
 }
@@ -125,6 +124,21 @@ fn mailbox(name: &str, address: &EmailAddress) -> Result<Mailbox, SendError> {
         .map_err(|e| SendError::Local(format!("invalid address {address}: {e}")))?;
     let name = clean_text(name);
     Ok(Mailbox::new((!name.is_empty()).then_some(name), addr))
+}
+
+/// CRLF line endings, made in one pass: lettre would otherwise insert each
+/// `\r` in place, which is quadratic (minutes for a few MB).
+fn crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    let mut prev = '\0';
+    for c in s.chars() {
+        if c == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// Display names and subjects: control characters (CR, LF, TAB, C1, the
@@ -214,16 +228,27 @@ mod tests {
         let raw = text(&outgoing());
         assert_eq!(header(&raw, "Message-ID").unwrap(), "<abc123@example.com>");
         assert_eq!(header(&raw, "Subject").unwrap(), "Quick question");
-        assert_eq!(header(&raw, "From").unwrap(), "\"Nik Levnaich\" <nik@example.com>");
+        assert_eq!(
+            header(&raw, "From").unwrap(),
+            "\"Nik Levnaich\" <nik@example.com>"
+        );
         assert_eq!(
             header(&raw, "To").unwrap(),
             "\"Dana Prospect\" <dana@lead.example.org>"
         );
-        assert_eq!(header(&raw, "Date").unwrap(), "Tue, 05 Mar 2024 14:30:00 +0000");
+        assert_eq!(
+            header(&raw, "Date").unwrap(),
+            "Tue, 05 Mar 2024 14:30:00 +0000"
+        );
         assert!(header(&raw, "In-Reply-To").is_none());
         assert!(header(&raw, "References").is_none());
-        assert!(header(&raw, "Content-Type").unwrap().starts_with("text/plain"));
-        assert!(raw.contains("\r\n\r\nHi Dana,\r\nhow are things?\r\n"), "{raw}");
+        assert!(header(&raw, "Content-Type")
+            .unwrap()
+            .starts_with("text/plain"));
+        assert!(
+            raw.contains("\r\n\r\nHi Dana,\r\nhow are things?\r\n"),
+            "{raw}"
+        );
     }
 
     #[test]
@@ -264,10 +289,18 @@ mod tests {
         let raw = String::from_utf8(message.formatted()).unwrap();
         let ct = header(&raw, "Content-Type").unwrap();
         assert!(ct.starts_with("multipart/alternative"), "{ct}");
-        assert!(raw.contains("Content-Type: text/plain; charset=utf-8"), "{raw}");
-        assert!(raw.contains("Content-Type: text/html; charset=utf-8"), "{raw}");
+        assert!(
+            raw.contains("Content-Type: text/plain; charset=utf-8"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("Content-Type: text/html; charset=utf-8"),
+            "{raw}"
+        );
         // The decoded parts are intact.
-        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
         assert_eq!(parsed.body_html(0).unwrap(), "<p>Hi Dana, ünïcode</p>");
         assert!(parsed.body_text(0).unwrap().starts_with("Hi Dana,"));
     }
@@ -279,7 +312,9 @@ mod tests {
         o.subject = "Grüße — quick question".into();
         let raw = text(&o);
         assert!(raw.is_ascii(), "headers are RFC 2047 encoded");
-        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
         assert_eq!(parsed.subject().unwrap(), "Grüße — quick question");
         let to = parsed.to().unwrap().first().unwrap();
         assert_eq!(to.name().unwrap(), "Zoë Ångström");
@@ -306,17 +341,33 @@ mod tests {
             assert!(
                 line.starts_with(' ')
                     || line.starts_with('\t')
-                    || line.split_once(':').is_some_and(|(k, _)| !k.is_empty()
-                        && k.bytes().all(|b| b.is_ascii_graphic())),
+                    || line.split_once(':').is_some_and(
+                        |(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic())
+                    ),
                 "broken header line {line:?} in {raw}"
             );
         }
         assert!(!raw.contains("\r\r") && !raw.replace("\r\n", "").contains('\n'));
-        assert_eq!(header(&raw, "Subject").unwrap(), "Hello Bcc: evil@x.com body");
-        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
-        assert_eq!(parsed.to().unwrap().first().unwrap().name().unwrap(), "Dana Bcc: evil@x.com");
+        assert_eq!(
+            header(&raw, "Subject").unwrap(),
+            "Hello Bcc: evil@x.com body"
+        );
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
+        assert_eq!(
+            parsed.to().unwrap().first().unwrap().name().unwrap(),
+            "Dana Bcc: evil@x.com"
+        );
         assert!(parsed.bcc().is_none());
         assert!(header(&raw, "In-Reply-To").is_none());
+    }
+
+    #[test]
+    fn line_endings_become_crlf_once() {
+        assert_eq!(crlf("a\nb\r\nc\n\n"), "a\r\nb\r\nc\r\n\r\n");
+        assert_eq!(crlf("\n"), "\r\n");
+        assert_eq!(crlf("no newline"), "no newline");
     }
 
     #[test]

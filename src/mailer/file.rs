@@ -22,7 +22,10 @@ impl FileTransport {
         let dir = self.dir.clone();
         let bytes = p.bytes.clone();
         let fail = |what: &str, e: std::io::Error| {
-            SendError::Local(format!("file transport {}: {what}: {e}", self.dir.display()))
+            SendError::Local(format!(
+                "file transport {}: {what}: {e}",
+                self.dir.display()
+            ))
         };
         tokio::fs::create_dir_all(&dir)
             .await

@@ -55,7 +55,11 @@ pub enum SendError {
     /// The server refused for good (5xx). `recipient` is true when the
     /// refusal was about the recipient (a bounce).
     #[error("permanent failure ({code}): {message}")]
-    Permanent { code: u16, message: String, recipient: bool },
+    Permanent {
+        code: u16,
+        message: String,
+        recipient: bool,
+    },
     /// The message may or may not have been delivered (connection lost after
     /// the end of DATA was sent): never retried.
     #[error("outcome unknown: {0}")]
@@ -81,7 +85,7 @@ pub struct RepMailer {
 
 enum Transport {
     File(file::FileTransport),
-    Smtp(smtp::SmtpPool),
+    Smtp(Box<smtp::SmtpPool>),
 }
 
 impl RepMailer {
@@ -97,10 +101,12 @@ impl RepMailer {
             }
         };
         let transport = match rep.smtp.transport {
-            TransportKind::File => Transport::File(file::FileTransport::new(resolve(&rep.smtp.dir))),
+            TransportKind::File => {
+                Transport::File(file::FileTransport::new(resolve(&rep.smtp.dir)))
+            }
             TransportKind::Smtp => {
                 let ca = rep.smtp.ca_file.as_deref().map(resolve);
-                Transport::Smtp(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?)
+                Transport::Smtp(Box::new(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?))
             }
         };
         Ok(RepMailer { transport })

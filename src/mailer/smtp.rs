@@ -28,9 +28,7 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
 };
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::{
-    ClientId, Extension, MailBodyParameter, MailParameter,
-};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -56,7 +54,9 @@ enum Stage {
     Rcpt,
     Data,
     /// Sending the content; `dot_sent` once `\r\n.\r\n` has left.
-    Content { dot_sent: bool },
+    Content {
+        dot_sent: bool,
+    },
 }
 
 impl Stage {
@@ -175,9 +175,14 @@ fn refuses_recipient(stage: Stage, code: u16, text: &str) -> bool {
             matches!(code, 550 | 551 | 553)
                 && (text.contains("5.1.") || {
                     let t = text.to_ascii_lowercase();
-                    ["user unknown", "no such user", "unknown user", "mailbox unavailable"]
-                        .iter()
-                        .any(|p| t.contains(p))
+                    [
+                        "user unknown",
+                        "no such user",
+                        "unknown user",
+                        "mailbox unavailable",
+                    ]
+                    .iter()
+                    .any(|p| t.contains(p))
                 })
         }
         _ => false,
@@ -227,18 +232,15 @@ impl TlsSetup {
             })?;
             extra = rustls_pemfile::certs(&mut pem.as_slice())
                 .collect::<Result<_, _>>()
-                .map_err(|e| {
-                    SendError::Local(format!("smtp.ca_file {}: {e}", path.display()))
-                })?;
+                .map_err(|e| SendError::Local(format!("smtp.ca_file {}: {e}", path.display())))?;
             if extra.is_empty() {
                 return Err(SendError::Local(format!(
                     "smtp.ca_file {} holds no PEM certificate",
                     path.display()
                 )));
             }
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                SendError::Local(format!("smtp.ca_file {}: {e}", path.display()))
-            })?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| SendError::Local(format!("smtp.ca_file {}: {e}", path.display())))?;
             params = params.add_root_certificate(cert);
         }
         let lettre = params
@@ -376,7 +378,10 @@ impl SmtpPool {
             .map_err(|_| SendError::Local("SMTP pool closed".into()))?;
         let (mut conn, reused) = match self.take_idle() {
             Some(conn) => (conn, true),
-            None => (self.connect().await.map_err(|f| f.classify(&self.server))?, false),
+            None => (
+                self.connect().await.map_err(|f| f.classify(&self.server))?,
+                false,
+            ),
         };
         let mut result = self.transact(&mut conn, p).await;
         if reused && result.as_ref().is_err_and(Failure::is_stale_connection) {
@@ -457,10 +462,14 @@ impl SmtpPool {
         let transient = |what: &str, e: io::Error| {
             Failure::new(
                 Stage::Connect,
-                Cause::Classified(SendError::Transient(format!("{}: {what}: {e}", self.server))),
+                Cause::Classified(SendError::Transient(format!(
+                    "{}: {what}: {e}",
+                    self.server
+                ))),
             )
         };
-        tcp.set_nodelay(true).map_err(|e| transient("TCP_NODELAY", e))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| transient("TCP_NODELAY", e))?;
         let peer = tcp.peer_addr().map_err(|e| transient("peer address", e))?;
         let flushes = Arc::new(AtomicU64::new(0));
 
@@ -537,17 +546,17 @@ impl SmtpPool {
     }
 
     async fn transact(&self, conn: &mut Conn, p: &Prepared) -> Result<(), Failure> {
-        let local = |stage, msg: String| Failure::new(stage, Cause::Classified(SendError::Local(msg)));
+        let local =
+            |stage, msg: String| Failure::new(stage, Cause::Classified(SendError::Local(msg)));
         let from: lettre::Address = p
             .from
             .as_str()
             .parse()
             .map_err(|e| local(Stage::Mail, format!("sender {}: {e}", p.from)))?;
-        let to: lettre::Address = p
-            .to
-            .as_str()
-            .parse()
-            .map_err(|e| local(Stage::Rcpt, format!("recipient {}: {e}", p.to)))?;
+        let to: lettre::Address =
+            p.to.as_str()
+                .parse()
+                .map_err(|e| local(Stage::Rcpt, format!("recipient {}: {e}", p.to)))?;
 
         let info = conn.smtp.server_info();
         let mut params = Vec::new();
@@ -555,7 +564,10 @@ impl SmtpPool {
             if !info.supports_feature(Extension::SmtpUtfEight) {
                 return Err(local(
                     Stage::Mail,
-                    format!("{} does not accept non-ASCII addresses (SMTPUTF8)", self.server),
+                    format!(
+                        "{} does not accept non-ASCII addresses (SMTPUTF8)",
+                        self.server
+                    ),
                 ));
             }
             params.push(MailParameter::SmtpUtfEight);
