@@ -421,6 +421,12 @@ async fn twenty_concurrent_sends_share_the_pool() {
     let stats = server.stats();
     assert!(stats.connections <= pool, "{stats:?}");
     assert_eq!(stats.noop, 0, "no NOOP before reuse");
+    m.close().await;
+    assert_eq!(
+        server.stats().quit,
+        stats.connections,
+        "close says QUIT on each"
+    );
 }
 
 #[tokio::test]
