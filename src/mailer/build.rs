@@ -82,8 +82,8 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
     }
 
     let built = match &o.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(o.text.clone(), html.clone())),
-        None => builder.singlepart(SinglePart::plain(o.text.clone())),
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(crlf(&o.text), crlf(html))),
+        None => builder.singlepart(SinglePart::plain(crlf(&o.text))),
     };
     built.map_err(|e| SendError::Local(format!("cannot build message: {e}")))
 }
@@ -103,6 +103,21 @@ fn mailbox(name: &str, address: &EmailAddress) -> Result<Mailbox, SendError> {
     let addr: lettre::Address = address.as_str().parse().map_err(|e| SendError::Local(format!("invalid address {address}: {e}")))?;
     let name = clean_text(name);
     Ok(Mailbox::new((!name.is_empty()).then_some(name), addr))
+}
+
+/// CRLF line endings, made in one pass: lettre would otherwise insert each
+/// `\r` in place, which is quadratic (minutes for a few MB).
+fn crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    let mut prev = '\0';
+    for c in s.chars() {
+        if c == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// Display names and subjects: control characters (CR, LF, TAB, C1, the
@@ -271,6 +286,13 @@ mod tests {
         assert_eq!(parsed.to().unwrap().first().unwrap().name().unwrap(), "Dana Bcc: evil@x.com");
         assert!(parsed.bcc().is_none());
         assert!(header(&raw, "In-Reply-To").is_none());
+    }
+
+    #[test]
+    fn line_endings_become_crlf_once() {
+        assert_eq!(crlf("a\nb\r\nc\n\n"), "a\r\nb\r\nc\r\n\r\n");
+        assert_eq!(crlf("\n"), "\r\n");
+        assert_eq!(crlf("no newline"), "no newline");
     }
 
     #[test]

@@ -113,6 +113,14 @@ impl RepMailer {
         self.send_prepared(&prepared).await
     }
 
+    /// Closes pooled SMTP connections politely (QUIT); sends after this
+    /// open new ones.
+    pub async fn close(&self) {
+        if let Transport::Smtp(s) = &self.transport {
+            s.close().await;
+        }
+    }
+
     /// Sends a message built earlier with [`prepare`].
     pub async fn send_prepared(&self, p: &Prepared) -> Result<(), SendError> {
         match &self.transport {

@@ -148,7 +148,12 @@ fn classify_smtp(stage: Stage, server: &str, e: &lettre::transport::smtp::Error)
     if e.is_client() {
         return SendError::Local(format!("{server} at {at}: {e}"));
     }
-    let message = format!("{server}: connection failed at {at}: {e}");
+    let detail = e.to_string();
+    let message = if detail.ends_with("incomplete response") {
+        format!("{server}: connection closed by the server at {at}")
+    } else {
+        format!("{server}: connection failed at {at}: {detail}")
+    };
     if stage == (Stage::Content { dot_sent: true }) {
         SendError::Unknown(message)
     } else {
@@ -351,6 +356,14 @@ impl SmtpPool {
                 }
                 Err(failure.classify(&self.server))
             }
+        }
+    }
+
+    /// Says QUIT on the idle connections (for a clean shutdown).
+    pub(crate) async fn close(&self) {
+        let idle: Vec<Conn> = std::mem::take(&mut *self.idle.lock().expect("pool lock"));
+        for mut conn in idle {
+            let _ = timeout(self.timeout, conn.smtp.quit()).await;
         }
     }
 

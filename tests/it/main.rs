@@ -12,6 +12,7 @@ mod cli;
 mod engine;
 mod fixtures;
 mod inbox;
+mod mailer;
 mod report;
 mod rig;
 mod support;
