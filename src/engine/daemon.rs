@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Engine;
-use crate::clock::from_ms;
+use crate::clock::{from_ms, Clock};
+use tokio::sync::watch::Receiver;
 
 /// How long shutdown waits for in-flight sends.
 const GRACE: Duration = Duration::from_secs(60);
@@ -33,7 +34,9 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
         }
     };
     let http = tokio::spawn(crate::api::serve(listener, crate::api::ApiState::new(engine.clone()), shutdown));
-    let watchers = spawn_watchers(&engine, stop_rx);
+    engine.store.heartbeat(Clock::System.now_ms()).await.context("registering this daemon in the database")?;
+    let mut watchers = spawn_watchers(&engine, stop_rx.clone());
+    watchers.push(tokio::spawn(heartbeat(engine.clone(), stop_rx.clone())));
     loop {
         let started = match engine.pass().await {
             Ok(n) => n,
@@ -69,34 +72,99 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
         Ok(Err(e)) => tracing::error!(error = %e, "the HTTP API task failed"),
         Err(_) => tracing::error!("HTTP requests did not finish within {GRACE:?}"),
     }
+    if let Err(e) = engine.store.unregister().await {
+        tracing::warn!(error = %e, "could not unregister this daemon; its leases lapse by themselves");
+    }
     engine.store.close().await;
     Ok(())
 }
 
-/// One IMAP watcher per rep with an inbox. Each wakes the engine when it
-/// has acted on a message (a reply may have stopped a due send).
-fn spawn_watchers(engine: &Arc<Engine>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+/// One IMAP watcher per rep with an inbox, each behind a lease so that of
+/// several daemons on one database exactly one watches an inbox; when its
+/// holder dies the lease lapses and another daemon takes over within
+/// [`LEASE`] + [`LEASE_RETRY`]. Each watcher wakes the engine when it has
+/// acted on a message (a reply may have stopped a due send).
+fn spawn_watchers(engine: &Arc<Engine>, stop: Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let cfg = engine.config();
     cfg.reps
         .iter()
-        .filter(|r| r.imap.is_some())
-        .map(|rep| {
-            let config = {
-                let e = engine.clone();
-                move || e.config()
-            };
-            let wake = engine.wake.clone();
-            let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
-            tokio::spawn(crate::inbox::watch::watch(
-                rep.id.clone(),
-                config,
-                engine.store.clone(),
-                engine.clock.clone(),
-                stop.clone(),
-                on_event,
-            ))
-        })
+        .filter_map(|r| r.imap.as_ref().map(|imap| (r.id.clone(), imap.folder.clone())))
+        .map(|(rep, folder)| tokio::spawn(leased_watch(engine.clone(), rep, folder, stop.clone())))
         .collect()
+}
+
+/// How long an inbox lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(20);
+/// How often a holder renews, and a waiting daemon tries to take over.
+pub const LEASE_RETRY: Duration = Duration::from_secs(5);
+
+async fn leased_watch(engine: Arc<Engine>, rep: String, folder: String, mut stop: Receiver<bool>) {
+    let store = engine.store.clone();
+    let lease = chrono::Duration::from_std(LEASE).expect("small");
+    let acquire = || async {
+        let now = Clock::System.now();
+        store.acquire_inbox_lease(&rep, &folder, now.timestamp_millis(), (now + lease).timestamp_millis()).await
+    };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match acquire().await {
+            Ok(true) => {
+                tracing::info!(rep = %rep, mailbox = %folder, "inbox lease taken: watching");
+                let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+                let config = {
+                    let e = engine.clone();
+                    move || e.config()
+                };
+                let wake = engine.wake.clone();
+                let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
+                let watcher = tokio::spawn(crate::inbox::watch::watch(rep.clone(), config, store.clone(), engine.clock.clone(), lost_rx, on_event));
+                let stopping = loop {
+                    tokio::select! {
+                        _ = stop.changed() => break true,
+                        _ = tokio::time::sleep(LEASE_RETRY) => {
+                            if !matches!(acquire().await, Ok(true)) {
+                                tracing::warn!(rep = %rep, "inbox lease lost: another daemon watches this inbox now");
+                                break false;
+                            }
+                        }
+                    }
+                };
+                let _ = lost_tx.send(true);
+                let _ = watcher.await;
+                if stopping {
+                    return;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(rep = %rep, error = %e, "cannot take the inbox lease"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(LEASE_RETRY) => {}
+        }
+    }
+}
+
+/// Heartbeats so other daemons know this one is alive, and (with several
+/// daemons on PostgreSQL) marks the in-flight sends of a dead one
+/// `send_unknown`.
+async fn heartbeat(engine: Arc<Engine>, mut stop: Receiver<bool>) {
+    loop {
+        if let Err(e) = engine.store.heartbeat(Clock::System.now_ms()).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        if engine.store.is_postgres() {
+            if let Err(e) = engine.recover().await {
+                tracing::warn!(error = %e, "recovering a stopped daemon's sends failed");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(super::HEARTBEAT) => {}
+        }
+    }
 }
 
 /// Until the next scheduled action, but at least as often as

@@ -27,6 +27,12 @@ use crate::store::{Ack, ClaimPolicy, Decision, EnrollmentRow, LeadRow, NewSend, 
 use crate::templates;
 use plan::LeadTime;
 
+/// A daemon that has not heartbeaten for this long is dead (PostgreSQL):
+/// its in-flight sends become `send_unknown`, its inbox leases lapse.
+pub const INSTANCE_TIMEOUT: chrono::Duration = chrono::Duration::seconds(20);
+/// How often a daemon heartbeats and looks for a dead one's sends.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many sends one claim transaction takes at most.
 const CLAIM_BATCH: usize = 256;
 /// How many due rows one claim may look at (held rows included).
@@ -138,7 +144,9 @@ impl Engine {
     /// are never sent again, and their enrollments move on.
     pub async fn recover(&self) -> Result<usize, EngineError> {
         let cfg = self.config();
-        let orphans = self.store.orphaned_sends().await?;
+        // Liveness is a matter of real time, whatever clock the engine reads.
+        let alive_since = (Clock::System.now() - INSTANCE_TIMEOUT).timestamp_millis();
+        let orphans = self.store.orphaned_sends(alive_since).await?;
         let now = self.clock.now();
         let mut n = 0;
         for s in orphans {

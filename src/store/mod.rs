@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 mod inbox;
+mod instances;
 mod leads;
 mod outbox;
 mod report;
@@ -46,14 +47,34 @@ pub(crate) trait Backend {
     /// Row locking for claims: several PostgreSQL daemons skip each other's
     /// rows; SQLite has one writer and needs nothing.
     const SKIP_LOCKED: &'static str;
+    /// Taken first in a claim transaction. On PostgreSQL a
+    /// transaction-scoped advisory lock makes claims of several daemons take
+    /// turns, so each one counts the others' committed claims and the
+    /// per-rep caps hold globally (the sending itself stays parallel). SQLite
+    /// already serializes writers with `BEGIN IMMEDIATE`.
+    const CLAIM_LOCK: Option<&'static str>;
+    /// One daemon per database: a send left `sending` by anyone else is an
+    /// orphan at once. Otherwise only when its claimer stopped heartbeating.
+    const SINGLE_INSTANCE: bool;
 }
 impl Backend for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const SKIP_LOCKED: &'static str = "";
+    const CLAIM_LOCK: Option<&'static str> = None;
+    const SINGLE_INSTANCE: bool = true;
 }
 impl Backend for sqlx::Postgres {
     const BEGIN: &'static str = "BEGIN";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7262026)");
+    const SINGLE_INSTANCE: bool = false;
+}
+
+pub(crate) fn claim_lock<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> Option<&'static str> {
+    DB::CLAIM_LOCK
+}
+pub(crate) fn single_instance<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> bool {
+    DB::SINGLE_INSTANCE
 }
 
 pub(crate) fn begin_sql<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::leads::{touch, NewTouch};
-use super::{begin_sql, dispatch, skip_locked, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
+use super::{begin_sql, claim_lock, dispatch, single_instance, skip_locked, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
 use crate::domain::{EnrollmentState, TouchKind};
 
 /// The row an acknowledgement moved.
@@ -181,6 +181,9 @@ impl Store {
     ) -> Result<Vec<Claimed<P::Payload>>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            if let Some(lock) = claim_lock(pool) {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
             let mut claimed = Vec::new();
             let mut usage: HashMap<String, RepUsage> = HashMap::new();
             let mut domain_counts: HashMap<(String, String), i64> = HashMap::new();
@@ -385,12 +388,23 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Sends left `sending` by a process that is gone: on SQLite (one
-    /// daemon) every one not claimed by this process.
-    pub async fn orphaned_sends(&self) -> Result<Vec<SendRow>, StoreError> {
-        let sql = "SELECT id, enrollment_id, lead_id, rep, kind, step, template, recipient, message_id, subject, state, attempt, claimed_by, claimed_at, finished_at, error \
-                   FROM sends WHERE state = 'sending' AND (claimed_by IS NULL OR claimed_by <> $1) ORDER BY id";
-        Ok(dispatch!(self, pool => sqlx::query_as(sql).bind(&self.instance).fetch_all(pool).await?))
+    /// Sends left `sending` by a process that is gone. On SQLite (one
+    /// daemon) that is every one not claimed by this process; on PostgreSQL
+    /// those whose claimer has not heartbeaten since `alive_since`.
+    pub async fn orphaned_sends(&self, alive_since: i64) -> Result<Vec<SendRow>, StoreError> {
+        const COLS: &str = "id, enrollment_id, lead_id, rep, kind, step, template, recipient, message_id, subject, state, attempt, claimed_by, claimed_at, finished_at, error";
+        Ok(dispatch!(self, pool => {
+            if single_instance(pool) {
+                let sql = format!("SELECT {COLS} FROM sends WHERE state = 'sending' AND (claimed_by IS NULL OR claimed_by <> $1) ORDER BY id");
+                sqlx::query_as(&sql).bind(&self.instance).fetch_all(pool).await?
+            } else {
+                let sql = format!(
+                    "SELECT {COLS} FROM sends WHERE state = 'sending' AND (claimed_by IS NULL OR (claimed_by <> $1 AND claimed_by NOT IN \
+                     (SELECT id FROM instances WHERE heartbeat_at >= $2))) ORDER BY id"
+                );
+                sqlx::query_as(&sql).bind(&self.instance).bind(alive_since).fetch_all(pool).await?
+            }
+        }))
     }
 
     /// Sends by state, for explain and the report.

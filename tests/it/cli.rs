@@ -63,12 +63,12 @@ fn enrolling_twice_is_refused_and_changes_nothing() {
     let p = Project::file();
     p.enroll("bo@acme.example", "UTC", MON_10_UTC);
     let before =
-        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+        p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
     let out = p.run(&["enroll", "bo@acme.example", "--sequence", "outreach", "--company", "Other", "--now", "2026-12-01T10:00:00Z"]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("already active in sequence `outreach`"), "{}", text(&out.stderr));
     assert_eq!(
-        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
+        p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
         before
     );
     assert_eq!(p.json(&["show", "bo@acme.example"])["company"], "Acme");
@@ -84,7 +84,7 @@ fn suppressed_addresses_and_domains_are_refused() {
         assert_eq!(out.status.code(), Some(3), "{email}");
         assert!(text(&out.stderr).contains("suppressed"), "{}", text(&out.stderr));
     }
-    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "0");
+    assert_eq!(p.sql("SELECT count(*) FROM leads"), "0");
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn control_characters_in_any_field_are_refused_naming_the_field() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("timezone"));
     // Refused before the database is even opened: nothing was written.
-    assert!(!p.tmp.database_path().exists() || p.sqlite("SELECT count(*) FROM leads") == "0");
+    assert_eq!(p.count("leads"), 0);
 }
 
 #[test]
@@ -154,17 +154,17 @@ fn import_keeps_good_rows_names_bad_lines_and_is_idempotent() {
     }
     assert!(err.contains("timezone") && err.contains("first_name") && err.contains("email"), "{err}");
     assert!(text(&out.stdout).contains("997 enrolled"), "{}", text(&out.stdout));
-    assert_eq!(p.sqlite("SELECT count(*) FROM leads"), "997");
-    assert_eq!(p.sqlite("SELECT count(*) FROM enrollments WHERE state = 'active'"), "997");
-    assert_eq!(p.sqlite("SELECT json_extract(fields, '$.plan') FROM leads WHERE email = 'lead5@acme5.example'"), "pro");
+    assert_eq!(p.sql("SELECT count(*) FROM leads"), "997");
+    assert_eq!(p.sql("SELECT count(*) FROM enrollments WHERE state = 'active'"), "997");
+    assert_eq!(p.json(&["show", "lead5@acme5.example"])["fields"]["plan"], "pro");
 
     let snapshot =
-        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+        p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
     let again = p.run(&["import", file, "--sequence", "outreach", "--now", "2026-12-01T10:00:00Z"]);
     let summary = text(&again.stdout);
     assert!(summary.contains("0 enrolled") && summary.contains("997 already enrolled"), "{summary}");
     assert_eq!(
-        p.sqlite("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
+        p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"),
         snapshot,
         "re-import changed nothing"
     );
@@ -176,7 +176,7 @@ fn import_of_a_clean_file_exits_0_and_handles_bom_and_headers() {
     let file = p.tmp.write("clean.csv", "\u{feff}Email,First Name,Company\nx@one.example,X,One\ny@two.example,Y,Two\n");
     let out = p.run(&["import", file.to_str().unwrap(), "--sequence", "outreach"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(p.sqlite("SELECT first_name FROM leads ORDER BY id"), "X\nY");
+    assert_eq!(p.sql("SELECT first_name FROM leads ORDER BY id"), "X\nY");
     let empty = p.tmp.write("empty.csv", "");
     assert_eq!(p.run(&["import", empty.to_str().unwrap(), "--sequence", "outreach"]).status.code(), Some(1));
     let noemail = p.tmp.write("noemail.csv", "name\nx\n");

@@ -244,25 +244,25 @@ fn a_killed_daemon_never_sends_twice() {
     // Wait until the hung sends are in flight (committed `sending`, server stuck
     // after the final dot) and others have gone out.
     crate::support::wait_until_blocking("hung sends in flight", Duration::from_secs(30), || {
-        p.sqlite("SELECT count(*) FROM sends WHERE state = 'sending' AND recipient LIKE '%@hang.example'") == "3"
+        p.sql("SELECT count(*) FROM sends WHERE state = 'sending' AND recipient LIKE '%@hang.example'") == "3"
     });
     daemon.kill9();
-    let in_flight: usize = p.sqlite("SELECT count(*) FROM sends WHERE state = 'sending'").parse().unwrap();
+    let in_flight: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'sending'").parse().unwrap();
     assert!(in_flight >= 3, "killed mid-batch");
     server.clear_faults();
     let daemon = p.spawn_run(&[]);
     crate::support::wait_until_blocking("every lead sent or send_unknown", Duration::from_secs(60), || {
-        p.sqlite("SELECT count(*) FROM enrollments WHERE touches = 1") == "153"
+        p.sql("SELECT count(*) FROM enrollments WHERE touches = 1") == "153"
     });
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success());
-    assert_eq!(p.sqlite("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
-    let unknown: usize = p.sqlite("SELECT count(*) FROM sends WHERE state = 'send_unknown'").parse().unwrap();
-    let sent: usize = p.sqlite("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
+    assert_eq!(p.sql("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
+    let unknown: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'send_unknown'").parse().unwrap();
+    let sent: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
     assert_eq!(sent + unknown, 153, "every lead is sent or send_unknown");
     assert!(unknown >= 3);
     assert_eq!(
-        p.sqlite("SELECT count(*) FROM sends WHERE state = 'send_unknown' AND recipient LIKE '%@hang.example'"),
+        p.sql("SELECT count(*) FROM sends WHERE state = 'send_unknown' AND recipient LIKE '%@hang.example'"),
         "3",
         "the hung ones are never resent"
     );
@@ -295,8 +295,8 @@ fn sigterm_finishes_in_flight_sends() {
     crate::support::wait_until_blocking("some emails out", Duration::from_secs(30), || server.message_count() >= 20);
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit 0 on SIGTERM");
-    assert_eq!(p.sqlite("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
-    let sent: usize = p.sqlite("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
+    assert_eq!(p.sql("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
+    let sent: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
     assert_eq!(sent, server.message_count(), "every committed send finished and was recorded");
 }
 

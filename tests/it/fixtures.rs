@@ -48,11 +48,51 @@ impl Default for Opts {
 pub struct Project {
     pub tmp: TempProject,
     pub opts: Opts,
+    /// The database the project's config names: a SQLite file in the
+    /// project, or a fresh PostgreSQL database (see [`backend`]).
+    pub db_url: String,
+    _pg: Option<crate::support::postgres::TestDatabase>,
+}
+
+/// Which database the integration suite runs on: SQLite files by default,
+/// a fresh PostgreSQL database per project when `CADENCE_TEST_BACKEND=postgres`
+/// (scripts/test runs the suite once each way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("CADENCE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("CADENCE_TEST_BACKEND={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// A fresh PostgreSQL database, from sync or async test code alike.
+pub fn fresh_pg() -> crate::support::postgres::TestDatabase {
+    std::thread::spawn(|| tokio::runtime::Runtime::new().expect("runtime").block_on(crate::support::postgres::fresh_database()))
+        .join()
+        .expect("create a PostgreSQL test database")
 }
 
 impl Project {
     pub fn new(opts: Opts) -> Project {
+        Project::on(backend(), opts)
+    }
+
+    /// A project on a given backend, whatever the suite's default.
+    pub fn on(backend: Backend, opts: Opts) -> Project {
         let tmp = TempProject::new();
+        let (db_url, pg) = match backend {
+            Backend::Sqlite => (tmp.database_url(), None),
+            Backend::Postgres => {
+                let db = fresh_pg();
+                (db.url().to_string(), Some(db))
+            }
+        };
         let smtp = match opts.smtp_port {
             None => "transport = \"file\"\ndir = \"outbox\"".to_string(),
             Some(port) => format!(
@@ -100,7 +140,7 @@ signature = "Nik\nVendor Co."
   [reps.smtp]
   {smtp}
 {imap}"#,
-            db = tmp.database_url(),
+            db = db_url,
             extra = opts.extra_daemon,
             daily = opts.daily_limit,
         ));
@@ -154,7 +194,7 @@ after = "7 days"
             tmp.write_template(name, &format!("---\nsubject: \"{name}\"\n---\nHi {{{{default first_name \"there\"}}}},\n\n{line} (step {{{{step}}}})\n\n{{{{> signature}}}}\n"));
         }
         tmp.write_template("partials/signature", "{{rep.name}}\n{{rep.signature}}");
-        Project { tmp, opts }
+        Project { tmp, opts, db_url, _pg: pg }
     }
 
     pub fn file() -> Project {
@@ -209,10 +249,48 @@ after = "7 days"
         files.iter().map(|p| std::fs::read_to_string(p).expect("read eml")).collect()
     }
 
-    pub fn sqlite(&self, sql: &str) -> String {
-        let out = std::process::Command::new("sqlite3").arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3");
-        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
+    pub fn pg(&self) -> Option<&crate::support::postgres::TestDatabase> {
+        self._pg.as_ref()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self._pg.is_some()
+    }
+
+    /// Runs SQL on the project's database (sqlite3 or psql); rows as
+    /// `a|b` lines, NULL as empty, like sqlite3's default output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = if self.is_postgres() {
+            let mut child = std::process::Command::new("psql")
+                .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.db_url, "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("psql");
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+            child.wait_with_output().expect("psql")
+        } else {
+            std::process::Command::new("sqlite3").arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3")
+        };
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
         text(&out.stdout).trim().to_string()
+    }
+
+    /// Rows in `table`, 0 when the schema was never created (nothing opened
+    /// the database).
+    pub fn count(&self, table: &str) -> usize {
+        let exists = if self.is_postgres() {
+            self.sql(&format!("SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'")) != "0"
+        } else {
+            self.tmp.database_path().exists() && self.sql(&format!("SELECT count(*) FROM sqlite_master WHERE name = '{table}'")) != "0"
+        };
+        if exists {
+            self.sql(&format!("SELECT count(*) FROM {table}")).parse().unwrap()
+        } else {
+            0
+        }
     }
 }
 

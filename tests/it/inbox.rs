@@ -164,7 +164,7 @@ async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
         .append("nik", "INBOX", &reply("ana@acme.example", &message_id(to_ana), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk."))
         .await;
     crate::support::wait_until_blocking("reply recorded through IDLE", Duration::from_secs(10), || {
-        r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
+        r.p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
     });
     assert!(daemon.terminate(Duration::from_secs(20)).success());
     // While the daemon is down, Bo replies; the restart acts on it.
@@ -173,8 +173,8 @@ async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
         .await;
     let daemon = r.p.spawn_run(&[]);
     crate::support::wait_until_blocking("reply recorded at restart", Duration::from_secs(20), || {
-        r.p.sqlite("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
+        r.p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
     });
     assert!(daemon.terminate(Duration::from_secs(20)).success());
-    assert_eq!(r.p.sqlite("SELECT count(*) FROM touchpoints WHERE kind = 'reply'"), "2", "each reply recorded once");
+    assert_eq!(r.p.sql("SELECT count(*) FROM touchpoints WHERE kind = 'reply'"), "2", "each reply recorded once");
 }

@@ -30,7 +30,7 @@ fn enroll(p: &Project, email: &str, value: Option<&str>, now: &str) {
 }
 
 fn enrollment_of(p: &Project, email: &str) -> (i64, i64) {
-    let row = p.sqlite(&format!("SELECT e.id, l.id FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = '{email}'"));
+    let row = p.sql(&format!("SELECT e.id, l.id FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = '{email}'"));
     let (e, l) = row.split_once('|').expect("one enrollment");
     (e.parse().unwrap(), l.parse().unwrap())
 }
@@ -39,7 +39,7 @@ fn touch(p: &Project, email: &str, kind: &str, at: &str, with_enrollment: bool) 
     let (e, l) = enrollment_of(p, email);
     let e = if with_enrollment { e.to_string() } else { "NULL".into() };
     let at = ms(at);
-    p.sqlite(&format!(
+    p.sql(&format!(
         "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, created_at) VALUES ({l}, {e}, '{kind}', {at}, 'nik', {at})"
     ));
 }
@@ -53,7 +53,7 @@ fn insert_send(p: &Project, email: Option<&str>, kind: &str, step: i64, state: &
         None => ("NULL".into(), "NULL".into()),
     };
     let to = email.unwrap_or("filler@other.test");
-    p.sqlite(&format!(
+    p.sql(&format!(
         "INSERT INTO sends (enrollment_id, lead_id, rep, kind, step, recipient, recipient_domain, message_id, state, claimed_at) \
          VALUES ({e}, {l}, 'nik', '{kind}', {step}, '{to}', 'acme.test', '{id}@vendor.test', '{state}', {})",
         ms(at)
@@ -63,7 +63,7 @@ fn insert_send(p: &Project, email: Option<&str>, kind: &str, step: i64, state: &
 fn insert_lead(p: &Project, email: &str, stage: &str, status: &str, value: f64, stage_changed: &str) {
     let t = ms(stage_changed);
     let domain = email.split_once('@').unwrap().1;
-    p.sqlite(&format!(
+    p.sql(&format!(
         "INSERT INTO leads (email, domain, stage, status, value, stage_changed_at, created_at, updated_at) \
          VALUES ('{email}', '{domain}', '{stage}', '{status}', {value}, {t}, {t}, {t})"
     ));
@@ -106,8 +106,8 @@ fn report_figures_and_each_flag_at_its_threshold() {
     // Step 1 draws a reply (b) and an auto-reply (c); b stops and moves on.
     touch(&p, "b@acme.test", "reply", "2026-11-30T10:00:00Z", true);
     touch(&p, "c@acme.test", "auto_reply", "2026-11-30T10:00:00Z", true);
-    p.sqlite("UPDATE enrollments SET state = 'replied', next_at = NULL WHERE lead_id = (SELECT id FROM leads WHERE email = 'b@acme.test')");
-    p.sqlite("UPDATE leads SET stage = 'closing' WHERE email = 'b@acme.test'");
+    p.sql("UPDATE enrollments SET state = 'replied', next_at = NULL WHERE lead_id = (SELECT id FROM leads WHERE email = 'b@acme.test')");
+    p.sql("UPDATE leads SET stage = 'closing' WHERE email = 'b@acme.test'");
 
     // Step 2 (3 business days later) to a, c, d; then a reply from d (seen
     // without its enrollment), a bounce report for a, an unsubscribe from c.
@@ -117,8 +117,8 @@ fn report_figures_and_each_flag_at_its_threshold() {
     touch(&p, "c@acme.test", "unsubscribe", "2026-12-03T12:00:00Z", true);
     // c got its last chance, a is due one: both at the cadence limit.
     insert_send(&p, Some("c@acme.test"), "last_chance", 2, "sent", "2026-12-03T12:30:00Z", "lc-c");
-    p.sqlite("UPDATE enrollments SET phase = 'archive' WHERE lead_id = (SELECT id FROM leads WHERE email = 'c@acme.test')");
-    p.sqlite("UPDATE enrollments SET phase = 'last_chance' WHERE lead_id = (SELECT id FROM leads WHERE email = 'a@acme.test')");
+    p.sql("UPDATE enrollments SET phase = 'archive' WHERE lead_id = (SELECT id FROM leads WHERE email = 'c@acme.test')");
+    p.sql("UPDATE enrollments SET phase = 'last_chance' WHERE lead_id = (SELECT id FROM leads WHERE email = 'a@acme.test')");
     // d's step 3 was interrupted mid-SMTP.
     insert_send(&p, Some("d@acme.test"), "step", 2, "send_unknown", "2026-12-03T12:45:00Z", "unknown-d");
     // e is due at 10:30 and nothing has sent it.
@@ -238,10 +238,10 @@ fn report_figures_and_each_flag_at_its_threshold() {
     // The reason for a late step: a failing server, then a full daily cap.
     set("", "overdue_after = \"1 hour\"", "10 days");
     let (e_id, _) = enrollment_of(&p, "e@acme.test");
-    p.sqlite(&format!("UPDATE enrollments SET attempts = 2 WHERE id = {e_id}"));
+    p.sql(&format!("UPDATE enrollments SET attempts = 2 WHERE id = {e_id}"));
     let r = p.json(&["report", "--now", THU_13]);
     assert!(flag(&r, "overdue")["items"][0]["detail"].as_str().unwrap().contains("failing server"));
-    p.sqlite(&format!("UPDATE enrollments SET attempts = 0 WHERE id = {e_id}"));
+    p.sql(&format!("UPDATE enrollments SET attempts = 0 WHERE id = {e_id}"));
     let capped = base.replacen("daily_limit = 200", "daily_limit = 5", 1);
     configure(&p, &capped, "", "[hygiene]\nschedule = \"\"\n\n[report]\noverdue_after = \"1 hour\"");
     let r = p.json(&["report", "--now", THU_13]);
@@ -320,20 +320,20 @@ fn hygiene_runs_once_per_fire_and_catches_up_once() {
     assert!(p.tick("2026-12-05T09:00:00Z")["hygiene"].is_null());
 
     assert_eq!(digests(&p).len(), 3);
-    assert_eq!(p.sqlite("SELECT COUNT(*) FROM sends WHERE kind = 'digest' AND state = 'sent' AND lead_id IS NULL"), "3");
+    assert_eq!(p.sql("SELECT COUNT(*) FROM sends WHERE kind = 'digest' AND state = 'sent' AND lead_id IS NULL"), "3");
     assert_eq!(
-        p.sqlite("SELECT fire_at FROM cron_fires WHERE job = 'hygiene' AND done_at IS NOT NULL ORDER BY fire_at"),
+        p.sql("SELECT fire_at FROM cron_fires WHERE job = 'hygiene' AND done_at IS NOT NULL ORDER BY fire_at"),
         [ms("2026-11-27T06:00:00Z"), ms("2026-11-30T06:00:00Z"), ms("2026-12-04T06:00:00Z")].map(|m| m.to_string()).join("\n")
     );
     // One stale touchpoint per lead that went stale, and the flag set.
     assert_eq!(
-        p.sqlite("SELECT l.email, COUNT(*) FROM touchpoints t JOIN leads l ON l.id = t.lead_id WHERE t.kind = 'stale' GROUP BY l.email ORDER BY l.email"),
+        p.sql("SELECT l.email, COUNT(*) FROM touchpoints t JOIN leads l ON l.id = t.lead_id WHERE t.kind = 'stale' GROUP BY l.email ORDER BY l.email"),
         "fresh@front.test|1\nold@front.test|1"
     );
-    assert_eq!(p.sqlite("SELECT COUNT(*) FROM leads WHERE stale = 1"), "2");
+    assert_eq!(p.sql("SELECT COUNT(*) FROM leads WHERE stale = 1"), "2");
     // A touch clears the flag.
     p.ok(&["note", "old@front.test", "called, interested", "--kind", "call", "--now", "2026-12-04T14:00:00Z"]);
-    assert_eq!(p.sqlite("SELECT stale FROM leads WHERE email = 'old@front.test'"), "0");
+    assert_eq!(p.sql("SELECT stale FROM leads WHERE email = 'old@front.test'"), "0");
 
     // The digest: our template, the real report, to the manager, no unsubscribe headers.
     let mail = digests(&p).into_iter().find(|m| m.contains("2026-12-04")).expect("Friday's digest");
@@ -371,16 +371,16 @@ fn two_ticks_at_once_run_a_fire_once() {
         })
         .collect();
     assert_eq!(ran.iter().filter(|r| **r).count(), 1, "exactly one of two ticks runs the fire: {ran:?}");
-    assert_eq!(p.sqlite("SELECT COUNT(*) FROM sends WHERE kind = 'digest'"), "2");
+    assert_eq!(p.sql("SELECT COUNT(*) FROM sends WHERE kind = 'digest'"), "2");
 }
 
 /// The report's and the hygiene job's SQL on a real PostgreSQL server.
 #[tokio::test]
 async fn report_and_hygiene_on_postgres() {
-    let db = crate::support::postgres::fresh_database().await;
-    let p = Project::file();
+    let p = Project::on(crate::fixtures::Backend::Postgres, crate::fixtures::Opts::default());
+    let db = p.pg().expect("a PostgreSQL project");
     let base = std::fs::read_to_string(p.tmp.config_path()).unwrap();
-    let pg = base.replacen(&p.tmp.database_url(), db.url(), 1).replacen("timezone = \"UTC\"", "timezone = \"Europe/Berlin\"", 1);
+    let pg = base.replacen("timezone = \"UTC\"", "timezone = \"Europe/Berlin\"", 1);
     configure(&p, &pg, "", HYGIENE);
     p.tmp.write_template("digest", include_str!("../../templates/digest.hbs"));
 

@@ -196,15 +196,15 @@ async fn a_uid_validity_reset_rereads_the_folder_without_recording_anything_twic
     );
     dovecot.append_all(USER, "INBOX", [reply.as_bytes(), stranger(1).as_slice()]).await;
 
-    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let store = Store::open(&project.db_url).await.expect("open store");
     let clock = Clock::fixed(now() + chrono::Duration::hours(2));
     let report = sync_rep(&cfg, &store, &clock, USER).await.expect("first sync");
     assert_eq!((report.uids.len(), report.reset), (2, false));
     assert_eq!(report.acted, 1, "the reply acts; the stranger's note is only recorded as seen");
-    let replies = || project.sqlite("SELECT COUNT(*) FROM touchpoints WHERE kind = 'reply'");
+    let replies = || project.sql("SELECT COUNT(*) FROM touchpoints WHERE kind = 'reply'");
     assert_eq!(replies(), "1");
-    assert_eq!(project.sqlite("SELECT state FROM enrollments"), "replied");
-    assert_eq!(project.sqlite("SELECT COUNT(*) FROM inbound_seen"), "2");
+    assert_eq!(project.sql("SELECT state FROM enrollments"), "replied");
+    assert_eq!(project.sql("SELECT COUNT(*) FROM inbound_seen"), "2");
 
     let new_validity = dovecot.uid_validity_reset(USER, "INBOX").await;
     let report = sync_rep(&cfg, &store, &clock, USER).await.expect("sync after the reset");
@@ -213,7 +213,7 @@ async fn a_uid_validity_reset_rereads_the_folder_without_recording_anything_twic
     assert_eq!(report.uids.len(), 2, "every message is read again");
     assert_eq!(report.acted, 0, "and none acts again");
     assert_eq!(replies(), "1");
-    assert_eq!(project.sqlite("SELECT COUNT(*) FROM inbound_seen"), "2");
+    assert_eq!(project.sql("SELECT COUNT(*) FROM inbound_seen"), "2");
     let state = store.mailbox_state(USER, "INBOX").await.unwrap();
     assert_eq!(state.uid_validity, Some(i64::from(new_validity)));
     assert_eq!(state.last_uid, i64::from(*report.uids.last().unwrap()));
@@ -336,7 +336,7 @@ async fn watch_sees_new_mail_through_idle_and_stops_on_shutdown() {
     // IDLE is re-issued every max_inbox_lag / 2 = 60 s: an event within
     // EVENT_TIMEOUT can only come from the server's IDLE notification.
     assert_eq!(cfg.daemon.max_inbox_lag, Duration::from_secs(120));
-    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let store = Store::open(&project.db_url).await.expect("open store");
     let mut watcher = Watcher::start(cfg, store.clone());
     wait_first_sync(&store).await;
 
@@ -346,14 +346,14 @@ async fn watch_sees_new_mail_through_idle_and_stops_on_shutdown() {
     watcher.until_uid(2).await;
 
     assert_eq!(watcher.shutdown().await, [1, 2], "each message handed over once");
-    assert_eq!(project.sqlite("SELECT COUNT(*) FROM inbound_seen"), "2");
+    assert_eq!(project.sql("SELECT COUNT(*) FROM inbound_seen"), "2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_reconnects_after_a_server_restart_and_misses_nothing() {
     let mut dovecot = Dovecot::start(&[(USER, PASSWORD)]).await;
     let (project, cfg) = project_config(&dovecot);
-    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let store = Store::open(&project.db_url).await.expect("open store");
     let mut watcher = Watcher::start(cfg, store.clone());
     dovecot.append(USER, "INBOX", &stranger(1)).await;
     watcher.until_uid(1).await;
@@ -368,7 +368,7 @@ async fn watch_reconnects_after_a_server_restart_and_misses_nothing() {
     watcher.until_uid(3).await;
 
     assert_eq!(watcher.shutdown().await, [1, 2, 3], "each message handed over exactly once");
-    assert_eq!(project.sqlite("SELECT COUNT(*) FROM inbound_seen"), "3");
+    assert_eq!(project.sql("SELECT COUNT(*) FROM inbound_seen"), "3");
     assert_eq!(store.mailbox_state(USER, "INBOX").await.unwrap().last_uid, 3);
 }
 
@@ -386,7 +386,7 @@ async fn sync_all_once_reports_each_rep_and_one_broken_inbox_does_not_stop_the_o
     cfg.reps.push(no_imap);
     dovecot.append(USER, "INBOX", &stranger(1)).await;
 
-    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let store = Store::open(&project.db_url).await.expect("open store");
     let clock = Clock::fixed(now());
     let results = sync_all_once(&cfg, &store, &clock).await;
     let reps: Vec<&str> = results.iter().map(|(r, _)| r.as_str()).collect();
@@ -411,7 +411,7 @@ async fn watch_polls_a_server_without_idle() {
 
     let (project, mut cfg) = project_config(&dovecot);
     cfg.reps[0].imap.as_mut().unwrap().poll_interval = Duration::from_secs(1);
-    let store = Store::open(&project.tmp.database_url()).await.expect("open store");
+    let store = Store::open(&project.db_url).await.expect("open store");
     let mut watcher = Watcher::start(cfg, store.clone());
     wait_first_sync(&store).await;
     dovecot.append(USER, "INBOX", &stranger(1)).await;
