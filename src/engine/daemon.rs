@@ -119,7 +119,8 @@ async fn leased_watch(engine: Arc<Engine>, rep: String, folder: String, mut stop
                 };
                 let wake = engine.wake.clone();
                 let on_event = move |_: &crate::inbox::watch::SyncReport| wake.notify_one();
-                let watcher = tokio::spawn(crate::inbox::watch::watch(rep.clone(), config, store.clone(), engine.clock.clone(), lost_rx, on_event));
+                let watcher =
+                    tokio::spawn(crate::inbox::watch::watch(rep.clone(), config, store.clone(), engine.clock.clone(), lost_rx, on_event));
                 let stopping = loop {
                     tokio::select! {
                         _ = stop.changed() => break true,

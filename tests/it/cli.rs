@@ -62,8 +62,7 @@ fn enroll_then_show_then_leads() {
 fn enrolling_twice_is_refused_and_changes_nothing() {
     let p = Project::file();
     p.enroll("bo@acme.example", "UTC", MON_10_UTC);
-    let before =
-        p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
+    let before = p.sql("SELECT count(*), max(updated_at) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;");
     let out = p.run(&["enroll", "bo@acme.example", "--sequence", "outreach", "--company", "Other", "--now", "2026-12-01T10:00:00Z"]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("already active in sequence `outreach`"), "{}", text(&out.stderr));

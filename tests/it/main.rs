@@ -15,5 +15,6 @@ mod inbox;
 mod mailer;
 mod report;
 mod rig;
+mod scale;
 mod support;
 mod watch;
