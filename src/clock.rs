@@ -16,6 +16,9 @@ pub enum Clock {
     System,
     /// A fixed instant (from `--now`); [`Clock::advance_to`] moves it.
     Fixed(Arc<Mutex<DateTime<Utc>>>),
+    /// The real clock moved by a constant: `cadence run --now T` starts at T
+    /// and then runs at real speed, to try a schedule or test the daemon.
+    Shifted(chrono::Duration),
 }
 
 impl Clock {
@@ -33,10 +36,19 @@ impl Clock {
             #[allow(clippy::disallowed_methods)]
             Clock::System => Utc::now(),
             Clock::Fixed(t) => *t.lock().expect("clock mutex"),
+            #[allow(clippy::disallowed_methods)]
+            Clock::Shifted(by) => Utc::now() + *by,
         }
     }
 
     /// Milliseconds since the Unix epoch, the unit the store keeps times in.
+    /// A real-speed clock that reads `start` now.
+    pub fn starting_at(start: DateTime<Utc>) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        let by = start - Utc::now();
+        Clock::Shifted(by)
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.now().timestamp_millis()
     }

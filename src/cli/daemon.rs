@@ -43,15 +43,15 @@ fn require_secret(cfg: &config::Config) -> Result<Vec<u8>, Failure> {
     })
 }
 
-async fn engine(cli: &Cli) -> Result<Arc<Engine>, Failure> {
+async fn engine(cli: &Cli, clock: crate::clock::Clock) -> Result<Arc<Engine>, Failure> {
     let cfg = cli.load_config()?;
     let secret = require_secret(&cfg)?;
     let store = Store::open(&cfg.daemon.database_url).await?;
-    Engine::new(cfg, store, cli.clock(), secret).map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))
+    Engine::new(cfg, store, clock, secret).map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))
 }
 
 pub async fn tick(cli: &Cli, json: bool) -> CliResult {
-    let engine = engine(cli).await?;
+    let engine = engine(cli, cli.clock()).await?;
     engine.recover().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     // Inboxes first, so that nothing goes out after a reply waiting there.
     // A broken inbox holds only its own rep (by inbox lag).
@@ -100,7 +100,9 @@ pub async fn run(cli: &Cli) -> CliResult {
         let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
         return Err(Failure::new(EXIT_FAILURE, format!("{}\nset these environment variables before `cadence run`", list.join("\n"))));
     }
-    let engine = engine(cli).await?;
+    // `--now` on the daemon starts its clock there, running at real speed.
+    let clock = cli.now.map_or(crate::clock::Clock::System, crate::clock::Clock::starting_at);
+    let engine = engine(cli, clock).await?;
     tracing::info!(database = %crate::store::redact_url(&cfg.daemon.database_url), reps = cfg.reps.len(), sequences = cfg.sequences.len(), "cadence started");
     engine.recover().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     crate::engine::daemon::run(engine, cli.config_path()).await.map_err(|e| Failure::new(EXIT_FAILURE, format!("{e:#}")))?;

@@ -111,6 +111,13 @@ fn three_weeks_of_a_sequence_arrive_on_time_and_threaded() {
     let archived_at = show["touchpoints"].as_array().unwrap().last().unwrap()["at"].as_str().unwrap().to_string();
     assert_eq!(archived_at, iso(archive_at));
     assert_eq!(p.json(&["leads", "--archived"]).as_array().unwrap().len(), 1);
+    // Archived leads are kept, and can be enrolled again on purpose.
+    p.enroll("ana@acme.example", "America/Los_Angeles", "2027-02-01T20:00:00Z");
+    let again = p.json(&["show", "ana@acme.example"]);
+    assert_eq!(again["status"], "active");
+    assert_eq!(again["stage"], "connecting");
+    assert_eq!(again["enrollments"].as_array().unwrap().len(), 2);
+    assert_eq!(p.json(&["leads", "--archived"]).as_array().unwrap().len(), 0);
 }
 
 /// A daily limit of 3 with 10 due sends 3 a day (calendar day in the rep's
@@ -312,4 +319,25 @@ fn the_daemon_sends_a_new_enrollment_without_waiting_for_a_tick() {
     assert_eq!(got[0].rcpt_to, ["now@acme.example"]);
     assert!(daemon.terminate(Duration::from_secs(10)).success());
     let _ = text(&[]);
+}
+
+/// One rep's server hangs; the other rep's email goes out meanwhile.
+#[test]
+fn a_slow_server_holds_only_its_own_rep() {
+    let stuck = SmtpServer::start(SmtpOptions { faults: vec![Fault::hang(Stage::Connect)], ..Default::default() });
+    let fine = SmtpServer::start(SmtpOptions::default());
+    let p =
+        Project::new(Opts { smtp_port: Some(stuck.port()), smtp_timeout: "60s", second_rep_smtp: Some(fine.port()), ..Opts::default() });
+    let daemon = p.spawn_run(&[]);
+    crate::support::wait_until_blocking("daemon started", Duration::from_secs(10), || daemon.log().contains("cadence started"));
+    p.ok(&["enroll", "slow@acme.example", "--sequence", "always", "--company", "Acme", "--rep", "nik"]);
+    crate::support::wait_until_blocking("nik's send stuck in flight", Duration::from_secs(10), || {
+        p.sql("SELECT count(*) FROM sends WHERE rep = 'nik' AND state = 'sending'") == "1"
+    });
+    p.ok(&["enroll", "quick@beta.example", "--sequence", "always", "--company", "Beta", "--rep", "ana"]);
+    let got = fine.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got[0].rcpt_to, ["quick@beta.example"]);
+    assert_eq!(p.sql("SELECT count(*) FROM sends WHERE rep = 'nik' AND state = 'sending'"), "1", "nik's server is still hanging");
+    assert_eq!(stuck.message_count(), 0);
+    daemon.kill9();
 }

@@ -26,6 +26,8 @@ pub struct Opts {
     pub max_attempts: u32,
     pub smtp_timeout: &'static str,
     pub pool_size: u32,
+    /// A second rep `ana` (ana@vendor.test) sending through SMTP on this port.
+    pub second_rep_smtp: Option<u16>,
 }
 
 impl Default for Opts {
@@ -41,6 +43,7 @@ impl Default for Opts {
             max_attempts: 5,
             smtp_timeout: "5s",
             pool_size: 4,
+            second_rep_smtp: None,
         }
     }
 }
@@ -106,6 +109,12 @@ impl Project {
                 "\n  [reps.imap]\n  host = \"127.0.0.1\"\n  port = {port}\n  tls = \"none\"\n  username = \"nik\"\n  password_env = \"CADENCE_IMAP_PASSWORD_NIK\"\n  folder = \"INBOX\"\n"
             ),
         };
+        let second = match opts.second_rep_smtp {
+            None => String::new(),
+            Some(port) => format!(
+                "\n[[reps]]\nid = \"ana\"\nname = \"Ana Second\"\nemail = \"ana@vendor.test\"\ntimezone = \"UTC\"\n  [reps.smtp]\n  transport = \"smtp\"\n  host = \"127.0.0.1\"\n  port = {port}\n  tls = \"none\"\n  timeout = \"5s\"\n"
+            ),
+        };
         let domain_cap = opts.domain_daily_limit.map_or(String::new(), |n| format!("domain_daily_limit = {n}\n"));
         let holidays = opts.holidays.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
         tmp.write_config(&format!(
@@ -139,7 +148,7 @@ daily_limit = {daily}
 signature = "Nik\nVendor Co."
   [reps.smtp]
   {smtp}
-{imap}"#,
+{imap}{second}"#,
             db = db_url,
             extra = opts.extra_daemon,
             daily = opts.daily_limit,
@@ -330,6 +339,19 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The HTTP API's address, from the daemon's `http listening` log line.
+    pub fn http_addr(&self) -> String {
+        let mut addr = None;
+        crate::support::wait_until_blocking("the daemon's HTTP address in its log", std::time::Duration::from_secs(15), || {
+            addr = self.log().lines().find(|l| l.contains("http listening")).and_then(|l| {
+                let rest = &l[l.find("addr=")? + 5..];
+                Some(rest.split_whitespace().next()?.to_string())
+            });
+            addr.is_some()
+        });
+        addr.expect("address")
     }
 
     pub fn signal(&self, sig: &str) {

@@ -178,3 +178,29 @@ async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
     assert!(daemon.terminate(Duration::from_secs(20)).success());
     assert_eq!(r.p.sql("SELECT count(*) FROM touchpoints WHERE kind = 'reply'"), "2", "each reply recorded once");
 }
+
+/// After the last chance, a reply still wins: the lead is not archived.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_after_the_last_chance_prevents_the_archive() {
+    let r = rig().await;
+    r.p.enroll("ana@acme.example", "America/Los_Angeles", "2026-12-14T20:00:00Z");
+    for now in ["2026-12-14T20:00:00Z", "2026-12-17T20:00:00Z", "2026-12-21T17:00:00Z", "2026-12-21T21:00:00Z", "2026-12-29T21:00:00Z"] {
+        assert_eq!(r.p.tick(now)["sent"], 1, "{now}");
+    }
+    let last = r.smtp.messages().pop().unwrap();
+    assert!(String::from_utf8_lossy(last.body()).contains("close your file"), "the last chance went out");
+    r.imap
+        .append(
+            "nik",
+            "INBOX",
+            &reply("ana@acme.example", &message_id(&last), "Wed, 30 Dec 2026 17:00:00 +0000", "Sorry, busy month. Let's talk in January."),
+        )
+        .await;
+    r.p.tick("2027-01-05T21:00:00Z");
+    r.p.tick("2027-01-20T21:00:00Z");
+    let show = r.p.json(&["show", "ana@acme.example"]);
+    assert_eq!(show["status"], "active", "not archived");
+    assert_eq!(show["stage"], "closing");
+    assert_eq!(show["enrollments"][0]["state"], "replied");
+    assert!(!kinds(&r.p, "ana@acme.example").contains(&"archived".to_string()));
+}
