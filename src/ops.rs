@@ -175,7 +175,22 @@ impl Ctx {
             return Err(OpError::Usage(format!("unknown stage `{stage}` (stages: {}, won, lost)", self.cfg.stages.join(", "))));
         }
         let lead = self.lead(email).await?;
-        Ok(self.store.set_stage(self.clock.now_ms(), lead.id, stage, lead.owner.as_deref(), None).await?)
+        let now = self.clock.now_ms();
+        let old = self.store.set_stage(now, lead.id, stage, lead.owner.as_deref(), None).await?;
+        // A won or lost deal gets no more sequence emails.
+        if stage == "won" || stage == "lost" {
+            let detail = format!("the lead moved to {stage}");
+            let t = Transition {
+                from: &[EnrollmentState::Active, EnrollmentState::Paused],
+                to: EnrollmentState::Completed,
+                next_at: None,
+                paused_until: None,
+                touch: TouchKind::Unenrolled,
+                detail: Some(&detail),
+            };
+            self.store.transition(now, lead.id, &t).await?;
+        }
+        Ok(old)
     }
 
     pub async fn note(&self, email: &str, kind: TouchKind, text: &str) -> Result<(), OpError> {

@@ -200,6 +200,13 @@ fn manual_control_is_logged() {
     assert_eq!(kinds, ["enrolled", "stage_change", "paused", "resumed", "stage_change", "call", "unenrolled"]);
     assert_eq!(show["stage"], "qualification");
     assert_eq!(show["enrollments"][0]["state"], "completed");
+
+    // Won or lost: the sequence stops.
+    p.enroll("fay@acme.example", "UTC", MON_10_UTC);
+    p.ok(&["stage", "fay@acme.example", "won", "--now", "2026-11-30T11:00:00Z"]);
+    let fay = p.json(&["show", "fay@acme.example"]);
+    assert_eq!(fay["stage"], "won");
+    assert_eq!(fay["enrollments"][0]["state"], "completed");
 }
 
 #[test]
