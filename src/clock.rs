@@ -7,15 +7,14 @@
 //! else, so the injected clock cannot be bypassed by accident.
 
 use chrono::{DateTime, Utc};
-use std::sync::{Arc, Mutex};
 
 /// A source of the current time.
 #[derive(Clone, Debug)]
 pub enum Clock {
     /// The real wall clock.
     System,
-    /// A fixed instant (from `--now`); [`Clock::advance_to`] moves it.
-    Fixed(Arc<Mutex<DateTime<Utc>>>),
+    /// A fixed instant (from `--now`).
+    Fixed(DateTime<Utc>),
     /// The real clock moved by a constant: `cadence run --now T` starts at T
     /// and then runs at real speed, to try a schedule or test the daemon.
     Shifted(chrono::Duration),
@@ -23,7 +22,7 @@ pub enum Clock {
 
 impl Clock {
     pub fn fixed(at: DateTime<Utc>) -> Self {
-        Clock::Fixed(Arc::new(Mutex::new(at)))
+        Clock::Fixed(at)
     }
 
     /// `--now` if given, else the real clock.
@@ -35,7 +34,7 @@ impl Clock {
         match self {
             #[allow(clippy::disallowed_methods)]
             Clock::System => Utc::now(),
-            Clock::Fixed(t) => *t.lock().expect("clock mutex"),
+            Clock::Fixed(t) => *t,
             #[allow(clippy::disallowed_methods)]
             Clock::Shifted(by) => Utc::now() + *by,
         }
@@ -51,17 +50,6 @@ impl Clock {
 
     pub fn now_ms(&self) -> i64 {
         self.now().timestamp_millis()
-    }
-
-    pub fn is_fixed(&self) -> bool {
-        matches!(self, Clock::Fixed(_))
-    }
-
-    /// Moves a fixed clock forward (no-op for the system clock).
-    pub fn advance_to(&self, at: DateTime<Utc>) {
-        if let Clock::Fixed(t) = self {
-            *t.lock().expect("clock mutex") = at;
-        }
     }
 }
 

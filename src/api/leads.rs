@@ -248,7 +248,7 @@ pub async fn list(
         Some(own) => Some(own.to_string()),
         None => asked,
     };
-    let filter = LeadFilter { stage, sequence: non_empty(&q.sequence), rep, state: st, archived: q.archived.unwrap_or(false), limit: None };
+    let filter = LeadFilter { stage, sequence: non_empty(&q.sequence), rep, state: st, archived: q.archived.unwrap_or(false) };
     let leads: Vec<LeadSummary> = state.engine.store.list_leads(&filter).await?.into_iter().map(LeadSummary::from).collect();
     Ok(Json(LeadList { count: leads.len(), leads }))
 }

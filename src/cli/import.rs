@@ -82,7 +82,7 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         bar
     });
     let mut summary = ImportSummary::default();
-    let mut batch: Vec<(u64, LeadInput)> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<LeadInput> = Vec::with_capacity(BATCH);
     let mut record = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut record) {
@@ -101,7 +101,7 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         }
         summary.rows += 1;
         match parse_row(&headers, &record) {
-            Ok(input) => batch.push((line, input)),
+            Ok(input) => batch.push(input),
             Err(reason) => summary.bad.push(BadRow { line, reason }),
         }
         if batch.len() >= BATCH {
@@ -168,9 +168,9 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let inputs: Vec<LeadInput> = batch.iter().map(|(_, l)| l.clone()).collect();
-    let results = ctx.enroll_many(&inputs, &a.sequence, a.rep.as_deref()).await?;
-    for ((_line, _), r) in batch.iter().zip(results) {
+    let results = ctx.enroll_many(batch, &a.sequence, a.rep.as_deref()).await?;
+    batch.clear();
+    for r in results {
         match r {
             Ok(e) => {
                 summary.enrolled += 1;
@@ -180,6 +180,5 @@ async fn flush(
             Err(Refusal::Suppressed { .. }) => summary.suppressed += 1,
         }
     }
-    batch.clear();
     Ok(())
 }

@@ -106,7 +106,6 @@ pub async fn list(cli: &Cli, a: &LeadsArgs) -> CliResult {
         rep: a.rep.clone(),
         state: a.state.clone(),
         archived: a.archived,
-        limit: None,
     };
     let rows = ctx.store.list_leads(&filter).await?;
     if a.json {

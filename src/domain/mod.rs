@@ -13,5 +13,5 @@ mod wait;
 
 pub use email::{EmailAddress, EmailError};
 pub use lead::{check_field, parse_timezone, FieldError, LeadInput, LEAD_COLUMNS};
-pub use states::{EnrollmentState, SendState, TouchKind};
+pub use states::{EnrollmentState, TouchKind};
 pub use wait::{Wait, WaitError};

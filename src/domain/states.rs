@@ -73,18 +73,6 @@ text_enum!(
     }
 );
 
-text_enum!(
-    /// The outbox row's life: `sending` is committed before SMTP starts.
-    SendState {
-        Sending = "sending",
-        Sent = "sent",
-        Retry = "retry",
-        Failed = "failed",
-        Bounced = "bounced",
-        Unknown = "send_unknown",
-    }
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +85,6 @@ mod tests {
         for k in TouchKind::ALL {
             assert_eq!(TouchKind::parse(k.as_str()), Some(*k));
         }
-        assert_eq!(SendState::parse("send_unknown"), Some(SendState::Unknown));
         assert_eq!(EnrollmentState::parse("nope"), None);
     }
 }

@@ -65,7 +65,6 @@ pub struct LeadFilter {
     pub rep: Option<String>,
     pub state: Option<String>,
     pub archived: bool,
-    pub limit: Option<i64>,
 }
 
 /// Everything about one lead.
@@ -337,9 +336,6 @@ impl Store {
             }
         }
         sql.push_str(" ORDER BY l.id");
-        if let Some(limit) = f.limit {
-            sql.push_str(&format!(" LIMIT {limit}"));
-        }
         Ok(dispatch!(self, pool => {
             let mut q = sqlx::query_as(&sql);
             for b in &binds {
