@@ -159,12 +159,7 @@ pub fn parse_row(headers: &[String], record: &csv::ByteRecord) -> Result<LeadInp
     Ok(lead)
 }
 
-async fn flush(
-    ctx: &crate::ops::Ctx,
-    a: &ImportArgs,
-    batch: &mut Vec<(u64, LeadInput)>,
-    summary: &mut ImportSummary,
-) -> Result<(), Failure> {
+async fn flush(ctx: &crate::ops::Ctx, a: &ImportArgs, batch: &mut Vec<LeadInput>, summary: &mut ImportSummary) -> Result<(), Failure> {
     if batch.is_empty() {
         return Ok(());
     }
