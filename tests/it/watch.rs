@@ -132,7 +132,7 @@ async fn sync_once_hands_over_each_message_once_and_resumes_in_a_new_session() {
 
     // Nothing new: nothing handed over, but the sync still counts as fresh.
     let later = now() + chrono::Duration::minutes(1);
-    clock.advance_to(later);
+    let clock = Clock::fixed(later);
     let again = sync_once(&mut session, USER, &imap, &store, &clock, &mut rec).await.expect("second sync");
     assert!(again.uids.is_empty(), "{again:?}");
     assert_eq!(rec.calls, 3);
