@@ -15,12 +15,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+mod board;
 mod inbox;
 mod leads;
 mod outbox;
 mod report;
 mod rows;
 
+pub use board::*;
 pub use inbox::*;
 pub use leads::*;
 pub use outbox::*;
