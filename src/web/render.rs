@@ -74,20 +74,24 @@ const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8
 <link rel=\"stylesheet\" href=\"/board/assets/board.css\">\
 <link rel=\"icon\" href=\"/board/assets/favicon.svg\" type=\"image/svg+xml\">";
 
-/// Compact "how long ago / from now": `45s`, `12m`, `3h`, `2d`, `5w`.
+/// Compact "how long ago / from now", to the nearest unit: `45s`, `12m`,
+/// `3h`, `2d`, `5w`.
 fn span(ms: i64) -> String {
     let s = ms.abs() / 1000;
+    let round = |unit: i64| (s + unit / 2) / unit;
     match s {
         0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h", s / 3600),
-        86_400..=1_209_599 => format!("{}d", s / 86_400),
-        _ => format!("{}w", s / 604_800),
+        60..=3569 => format!("{}m", round(60)),
+        3570..=84_599 => format!("{}h", round(3600)),
+        84_600..=1_252_799 => format!("{}d", round(86_400)),
+        _ => format!("{}w", round(604_800)),
     }
 }
 
 fn ago(at: i64, now: i64) -> String {
-    if at > now {
+    if (now - at).abs() < 10_000 {
+        "just now".into()
+    } else if at > now {
         format!("in {}", span(at - now))
     } else {
         format!("{} ago", span(now - at))
@@ -211,17 +215,17 @@ fn card(out: &mut String, cfg: &Config, c: &BoardCard, now: i64, show_owner: boo
             let what = if c.phase.as_deref() == Some("archive") { "archive" } else { "next email" };
             let _ = write!(
                 out,
-                " · <span class=\"next{}\" title=\"{what} {}\">{what} {}</span>",
+                "<span class=\"next{}\" title=\"{what} {}\">{what} {}</span>",
                 if held { " late" } else { "" },
                 Esc(&stamp(t, tz)),
                 until(t, now)
             );
         }
-        ("active", None, _) => out.push_str(" · <span class=\"next\">sending now</span>"),
+        ("active", None, _) => out.push_str("<span class=\"next\">sending now</span>"),
         ("paused", _, Some(u)) => {
-            let _ = write!(out, " · <span class=\"next held\" title=\"{}\">paused until {}</span>", Esc(&stamp(u, tz)), until(u, now));
+            let _ = write!(out, "<span class=\"next held\" title=\"{}\">paused until {}</span>", Esc(&stamp(u, tz)), until(u, now));
         }
-        ("paused", _, None) => out.push_str(" · <span class=\"next held\">paused by hand</span>"),
+        ("paused", _, None) => out.push_str("<span class=\"next held\">paused by hand</span>"),
         _ => {}
     }
     out.push_str("</div>");
@@ -272,7 +276,12 @@ fn flags(out: &mut String, who: &Principal, flags: &[Flag]) {
         if !items.is_empty() {
             let names: Vec<String> = items.iter().take(3).map(|i| i.email.clone().or_else(|| i.rep.clone()).unwrap_or_default()).collect();
             let more = items.len().saturating_sub(3) as u64 + if matches!(who, Principal::Manager) { f.more } else { 0 };
-            let _ = write!(out, " <span class=\"items\">({}{})</span>", Esc(&names.join(", ")), if more > 0 { format!(", +{more}") } else { String::new() });
+            let _ = write!(
+                out,
+                " <span class=\"items\">({}{})</span>",
+                Esc(&names.join(", ")),
+                if more > 0 { format!(", +{more}") } else { String::new() }
+            );
         }
         out.push_str("</li>");
     }
@@ -469,16 +478,24 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(Esc("<script>alert('x')</script> & \"q\"").to_string(), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
+        assert_eq!(
+            Esc("<script>alert('x')</script> & \"q\"").to_string(),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
         assert_eq!(Esc("plain ünïcode").to_string(), "plain ünïcode");
         assert_eq!(Esc("").to_string(), "");
     }
 
     #[test]
     fn spans_read_briefly() {
-        assert_eq!(ago(0, 90_000), "1m ago");
+        assert_eq!(ago(0, 80_000), "1m ago");
+        assert_eq!(ago(0, 90_000), "2m ago", "to the nearest minute");
+        assert_eq!(ago(0, 9_000), "just now");
         assert_eq!(ago(7_200_000, 0), "in 2h");
         assert_eq!(until(0, 3 * 86_400_000), "3d overdue");
         assert_eq!(span(30 * 86_400_000), "4w");
+        assert_eq!(span(2 * 86_400_000 - 60_000), "2d", "rounded, not truncated");
+        assert_eq!(span(3_590_000), "1h");
+        assert_eq!(span(59_000), "59s");
     }
 }

@@ -74,7 +74,41 @@ const browser = await chromium.launch({
   ],
 });
 
+// MODE=thousand: a big board (the Rust side imported 1,000 leads): it
+// renders, a drag still works, and how long each took is reported.
+async function thousand() {
+  const context = await browser.newContext({ viewport: { width: 1600, height: 900 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  const t0 = Date.now();
+  await signIn(page, env('MANAGER_TOKEN'));
+  const signInMs = Date.now() - t0;
+  const nav = await page.evaluate(() => {
+    const n = performance.getEntriesByType('navigation')[0];
+    return { responseEnd: n.responseEnd, domContentLoaded: n.domContentLoadedEventEnd, load: n.loadEventEnd, bytes: n.transferSize };
+  });
+  const cards = await page.locator('.card').count();
+  const id = env('DRAG_ID');
+  const from = await page.getAttribute(cardSel(id), 'data-stage');
+  const to = 'qualification';
+  const before = (await columns(page))[to].count;
+  const t1 = Date.now();
+  await page.locator(cardSel(id)).dragTo(page.locator(`${columnSel(to)} .cards`));
+  await page.waitForFunction(
+    ([stage, n]) => Number(document.querySelector(`.column[data-stage="${stage}"] [data-count]`).dataset.count) === n,
+    [to, before + 1],
+  );
+  const dragMs = Date.now() - t1;
+  await tell('thousand', { cards, from, to, signInMs, dragMs, nav, columns: await columns(page) });
+  await tell('done');
+}
+
 try {
+  if (process.env.MODE === 'thousand') {
+    await thousand();
+    await browser.close();
+    process.exit(0);
+  }
   const context = await browser.newContext({ viewport: { width: 1600, height: 900 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
@@ -153,6 +187,7 @@ try {
   const reloaded = !(await page.evaluate(() => window.__sameDocument === true));
   await page.waitForSelector(`${cardSel(replyId)}[data-state="replied"]`);
   await page.mouse.move(0, 0);
+  await page.setViewportSize({ width: 1600, height: 820 });
   await page.screenshot({ path: env('SCREENSHOT') });
   await tell('reply-moved', { reloaded });
 
