@@ -743,3 +743,48 @@ async fn a_held_card_says_why_from_explain() {
     assert!(timeline.contains("inbox lag"), "{timeline}");
     b.stop();
 }
+
+/// The board's two queries on both backends.
+#[tokio::test]
+async fn board_queries_on_sqlite_and_postgres() {
+    use cadence::store::{BoardFilter, Store};
+    let pg = crate::support::postgres::fresh_database().await;
+    let p = Project::file();
+    for url in [p.tmp.database_url(), pg.url().to_string()] {
+        let run = |args: &[&str]| {
+            let mut a = vec!["--database", url.as_str()];
+            a.extend_from_slice(args);
+            p.ok(&a);
+        };
+        let now = ["--now", "2026-11-30T10:00:00Z"];
+        run(&[&["enroll", "a@acme.example", "--sequence", "outreach", "--company", "Acme", "--value", "100.5"][..], &now].concat());
+        run(&[&["enroll", "b@globex.example", "--sequence", "always", "--company", "Globex"][..], &now].concat());
+        run(&[&["pause", "b@globex.example"][..], &now].concat());
+        let store = Store::open(&url).await.expect("open");
+        let stamp = store.board_stamp().await.unwrap();
+        let all = store.board_cards(&BoardFilter::default()).await.unwrap();
+        let emails: Vec<&str> = all.iter().map(|c| c.email.as_str()).collect();
+        assert_eq!(emails, ["a@acme.example", "b@globex.example"], "{url}");
+        let a = &all[0];
+        assert_eq!(
+            (a.stage.as_str(), a.value, a.sequence.as_deref(), a.state.as_deref()),
+            ("connecting", Some(100.5), Some("outreach"), Some("active"))
+        );
+        assert_eq!((a.step, a.phase.as_deref(), a.owner.as_deref()), (Some(0), Some("step"), Some("nik")));
+        assert!(a.next_at.is_some() && a.due_at.is_some() && a.last_touch_at.is_some(), "{a:?}");
+        assert_eq!(all[1].state.as_deref(), Some("paused"));
+        let only = |f: BoardFilter| {
+            let store = store.clone();
+            async move { store.board_cards(&f).await.unwrap().into_iter().map(|c| c.email).collect::<Vec<_>>() }
+        };
+        assert_eq!(only(BoardFilter { sequence: Some("always".into()), ..Default::default() }).await, ["b@globex.example"]);
+        assert_eq!(only(BoardFilter { state: Some("paused".into()), ..Default::default() }).await, ["b@globex.example"]);
+        assert_eq!(only(BoardFilter { rep: Some("nik".into()), ..Default::default() }).await.len(), 2);
+        assert!(only(BoardFilter { rep: Some("ana".into()), ..Default::default() }).await.is_empty());
+        // A stage change moves the stamp.
+        run(&[&["stage", "a@acme.example", "won"][..], &now].concat());
+        assert_ne!(store.board_stamp().await.unwrap(), stamp, "{url}");
+        assert_eq!(store.board_cards(&BoardFilter::default()).await.unwrap()[0].stage, "won");
+        store.close().await;
+    }
+}
