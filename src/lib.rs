@@ -21,3 +21,4 @@ pub mod report;
 pub mod schedule;
 pub mod store;
 pub mod templates;
+pub mod web;

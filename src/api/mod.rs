@@ -129,6 +129,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: ApiState) -> Router {
     let (router, doc) = routes().split_for_parts();
     router
+        .merge(crate::web::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(doc)))

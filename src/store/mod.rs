@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+mod board;
 mod inbox;
 mod instances;
 mod leads;
@@ -22,6 +23,7 @@ mod outbox;
 mod report;
 mod rows;
 
+pub use board::*;
 pub use inbox::*;
 pub use leads::*;
 pub use outbox::*;

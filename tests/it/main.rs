@@ -7,6 +7,7 @@
 //! `fixtures.rs` builds the standard project the feature tests run against.
 
 mod api;
+mod board;
 mod classify;
 mod cli;
 mod engine;
