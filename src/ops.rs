@@ -141,12 +141,8 @@ impl Ctx {
         // any other.
         let lt = LeadTime::of(&self.cfg, &lead);
         let (due, next) = match self.cfg.sequence(&e.sequence) {
-            Some(seq) => {
-                let from = e.due_at.map(plan::at).unwrap_or(now).max(now);
-                let (phase, _) = plan::effective_phase(seq, &e);
-                let next = if phase == crate::store::Phase::Archive { Some(from) } else { lt.opening(seq, from) };
-                (Some(from.timestamp_millis()), next.map(|t| t.timestamp_millis()))
-            }
+            // By hand: now, not at the end of an automatic pause.
+            Some(seq) => plan::resume_schedule(seq, &lt, &crate::store::EnrollmentRow { paused_until: None, ..e.clone() }, now),
             None => return Err(OpError::Refused(format!("sequence `{}` is no longer configured", e.sequence))),
         };
         self.store.resume(now.timestamp_millis(), e.id, due, next, "resumed by hand").await?;

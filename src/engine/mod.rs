@@ -278,11 +278,7 @@ impl Engine {
     ) -> Result<(Option<i64>, Option<i64>), EngineError> {
         let Some(lead) = self.store.lead_by_id(e.lead_id).await? else { return Ok((None, None)) };
         let Some(seq) = cfg.sequence(&e.sequence) else { return Ok((None, None)) };
-        let lt = LeadTime::of(cfg, &lead);
-        let from = e.paused_until.map(plan::at).unwrap_or(now).max(e.due_at.map(plan::at).unwrap_or(now)).max(now);
-        let (phase, _) = plan::effective_phase(seq, e);
-        let next = if phase == Phase::Archive { Some(from) } else { lt.opening(seq, from) };
-        Ok((Some(from.timestamp_millis()), next.map(|t| t.timestamp_millis())))
+        Ok(plan::resume_schedule(seq, &LeadTime::of(cfg, &lead), e, now))
     }
 
     fn spawn_send(self: &Arc<Self>, send_id: i64, e: EnrollmentRow, lead: LeadRow, job: SendJob) {
@@ -448,6 +444,30 @@ impl Policy<'_> {
     }
 }
 
+impl Policy<'_> {
+    /// The task of step `i`, due when its step fell due (the claim may run
+    /// later than that), timing out `task_timeout` after.
+    fn create_task(&self, seq: &crate::config::Sequence, rep: &Rep, e: &EnrollmentRow, lead: &LeadRow, lt: &LeadTime, i: usize) -> Decision<SendJob> {
+        let StepKind::Task { task, instructions, timeout } = &seq.steps[i].kind else {
+            return Decision::Fail(format!("step {} is not a task", i + 1));
+        };
+        let url = self.engine.unsubscribe_url(self.cfg, lead.id);
+        let ctx = render_context(lead, rep, &url, i + 1);
+        let text = match self.cfg.templates.render_text(instructions, &ctx) {
+            Ok(t) => t,
+            Err(why) => return Decision::Fail(format!("task {} not created: {why}", i + 1)),
+        };
+        let due = e.next_at.map(plan::at).unwrap_or(self.now).min(self.now);
+        Decision::CreateTask(crate::store::NewTask {
+            step: i as i64,
+            kind: task.clone(),
+            instructions: text.trim_end().to_string(),
+            due_at: due.timestamp_millis(),
+            timeout_at: plan::task_timeout(lt, *timeout, due).map(|t| t.timestamp_millis()),
+        })
+    }
+}
+
 impl ClaimPolicy for Policy<'_> {
     type Payload = SendJob;
 
@@ -475,6 +495,13 @@ impl ClaimPolicy for Policy<'_> {
             };
         }
         let lt = LeadTime::of(self.cfg, lead);
+        match (phase, step) {
+            // Manual work: no send window (the due time is already inside
+            // one), no caps.
+            (Phase::Task, _) => return Decision::TaskTimeout(plan::advance_after_task(seq, &lt, e, self.now)),
+            (Phase::TaskDue, Some(i)) => return self.create_task(seq, rep, e, lead, &lt, i),
+            _ => {}
+        }
         if !crate::schedule::is_open(self.now, &seq.send_window, lt.tz, lt.calendar) {
             return match lt.opening(seq, self.now) {
                 Some(t) => Decision::Defer(t.timestamp_millis()),
@@ -493,7 +520,7 @@ impl ClaimPolicy for Policy<'_> {
                     let v = pick_variant(templates, lead.id);
                     (v.template.clone(), (templates.len() > 1).then(|| v.template.clone()), *new_thread, i as i64 + 1)
                 }
-                StepKind::Task { .. } => unreachable!("effective_phase skips task steps"),
+                StepKind::Task { .. } => unreachable!("effective_phase gives task steps the task_due phase"),
             },
             _ => match &seq.last_chance {
                 Some(lc) => (lc.template.clone(), None, false, e.step + 1),

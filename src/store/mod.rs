@@ -20,12 +20,14 @@ mod leads;
 mod outbox;
 mod report;
 mod rows;
+pub(crate) mod tasks;
 
 pub use inbox::*;
 pub use leads::*;
 pub use outbox::*;
 pub use report::*;
 pub use rows::*;
+pub use tasks::{AwaitingReply, NewTask, OverdueTasks, QuietLead, TaskEnd, TaskFilter, TaskRow, TaskStepCount, VariantCount};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds.
 macro_rules! dispatch {
