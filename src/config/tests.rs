@@ -277,8 +277,8 @@ fn every_planted_mistake_is_reported_with_file_and_key() {
     find(&main, Some("reps[0].imap"), Warning, "no reply detection");
     find(&main, Some("reps[0].api_token_env"), Warning, "TOKEN_UNSET");
     find(&main, Some("reps[0].dkim.private_key_env"), Warning, "DKIM_KEY");
-    find(&bad, Some("steps[2].kind"), Warning, "no effect yet");
-    find(&bad, Some("steps[3].templates"), Warning, "no effect yet");
+    find(&bad, Some("steps[2].task"), Warning, "no `task_timeout`");
+    assert!(!problems.0.iter().any(|p| p.file == bad && p.message.contains("no effect yet")), "tasks and variants take effect: {problems}");
     // Sequence references.
     find(&bad, Some("stage"), Error, "unknown stage `negotiation`");
     find(&bad, Some("reply_stage"), Error, "unknown stage `nope`");

@@ -7,6 +7,7 @@
 //! go now; then sends outside any transaction, one task per email, bounded
 //! per rep so that one rep's slow server never holds back another rep.
 
+pub mod agenda;
 pub mod daemon;
 pub mod explain;
 pub mod hygiene;
