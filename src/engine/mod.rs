@@ -621,6 +621,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn variants_are_stable_and_follow_the_weights_over_10000_leads() {
+        use crate::config::Variant;
+        let variants = [Variant { template: "intro-a".into(), weight: 1 }, Variant { template: "intro-b".into(), weight: 3 }];
+        let mut b = 0i64;
+        for id in 1..=10_000 {
+            let v = pick_variant(&variants, id);
+            assert_eq!(v.template, pick_variant(&variants, id).template, "lead {id}");
+            if v.template == "intro-b" {
+                b += 1;
+            }
+        }
+        // Expected 7,500; one standard deviation is about 43.
+        assert!((b - 7_500).abs() < 175, "intro-b got {b} of 10,000 at weight 3:1");
+        // A pure function of the lead id: the same on every instance and
+        // after every restart. These values pin it, so a change of the
+        // hash (which would re-assign running tests) fails here.
+        let picks: Vec<&str> = (1..=8).map(|id| pick_variant(&variants, id).template.as_str()).collect();
+        assert_eq!(picks, PINNED);
+        let even = [Variant { template: "a".into(), weight: 1 }, Variant { template: "b".into(), weight: 1 }];
+        let a = (1..=10_000).filter(|id| pick_variant(&even, *id).template == "a").count() as i64;
+        assert!((a - 5_000).abs() < 200, "a got {a} of 10,000 at 1:1");
+    }
+
+    const PINNED: [&str; 8] = ["intro-b", "intro-b", "intro-b", "intro-b", "intro-b", "intro-a", "intro-b", "intro-b"];
+
+    #[test]
     fn reply_subject_adds_re_once() {
         assert_eq!(reply_subject("Quick question"), "Re: Quick question");
         assert_eq!(reply_subject("RE: Quick question"), "RE: Quick question");
