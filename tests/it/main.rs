@@ -16,4 +16,5 @@ mod mailer;
 mod report;
 mod rig;
 mod support;
+mod tasks;
 mod watch;
