@@ -77,10 +77,8 @@ pub async fn finish(cli: &Cli, action: &TaskAction) -> CliResult {
         print_json(&TaskView::new(task, cutoff));
         return Ok(());
     }
-    let next = enrollment.and_then(|e| e.next_at).map(|t| {
-        let lead_tz = ctx.cfg.daemon.timezone;
-        format!("; next action {}", local(t, lead_tz))
-    });
+    let lead_tz = ctx.store.lead_by_id(task.lead_id).await?.map_or(ctx.cfg.daemon.timezone, |l| l.tz(ctx.cfg.daemon.timezone));
+    let next = enrollment.and_then(|e| e.next_at).map(|t| format!("; next action {}", local(t, lead_tz)));
     println!("task {id} ({} for {}) {}{}", task.kind, task.email, end.as_str(), next.unwrap_or_default());
     Ok(())
 }

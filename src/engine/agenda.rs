@@ -288,14 +288,7 @@ impl RepAgenda {
         }
         for t in &self.tasks {
             let when = if t.overdue { format!("overdue since {}", day_hm(t.due_ms, tz)) } else { hm(t.due_ms, tz) };
-            s.push_str(&format!(
-                "  #{:<4} {:<8} {:<30} {:<13} {}\n",
-                t.id,
-                t.kind,
-                clip(&who(&t.name, &t.company), 30),
-                t.stage,
-                when
-            ));
+            s.push_str(&format!("  #{:<4} {:<8} {:<30} {:<13} {}\n", t.id, t.kind, clip(&who(&t.name, &t.company), 30), t.stage, when));
             for line in t.instructions.lines().filter(|l| !l.trim().is_empty()).take(3) {
                 s.push_str(&format!("         {}\n", clip(line.trim(), 88)));
             }
@@ -328,8 +321,13 @@ impl RepAgenda {
         s.push_str("\nEmails\n");
         let span = match (&e.first_at, &e.last_at) {
             (Some(a), Some(b)) => {
-                let t = |x: &str| DateTime::parse_from_rfc3339(x).map(|d| d.with_timezone(&tz).format("%H:%M").to_string()).unwrap_or_default();
-                format!(" between {} and {}", t(a), t(b))
+                let t =
+                    |x: &str| DateTime::parse_from_rfc3339(x).map(|d| d.with_timezone(&tz).format("%H:%M").to_string()).unwrap_or_default();
+                if a == b {
+                    format!(" at {}", t(a))
+                } else {
+                    format!(" between {} and {}", t(a), t(b))
+                }
             }
             _ => String::new(),
         };
@@ -426,7 +424,16 @@ pub async fn run_due(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Vec<Age
         }
         let finished = engine.clock.now().timestamp_millis();
         store
-            .record_agenda_send(&rep.id, rep.email.as_str(), &message_id, &subject, state, error.as_deref(), now.timestamp_millis(), finished)
+            .record_agenda_send(
+                &rep.id,
+                rep.email.as_str(),
+                &message_id,
+                &subject,
+                state,
+                error.as_deref(),
+                now.timestamp_millis(),
+                finished,
+            )
             .await?;
         store.finish_cron_fire(&job, fire.timestamp_millis(), finished).await?;
         out.push(AgendaSend { rep: rep.id.clone(), fire_at: rfc3339(fire.timestamp_millis()), message_id, state: state.into(), error });

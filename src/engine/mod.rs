@@ -448,7 +448,15 @@ impl Policy<'_> {
 impl Policy<'_> {
     /// The task of step `i`, due when its step fell due (the claim may run
     /// later than that), timing out `task_timeout` after.
-    fn create_task(&self, seq: &crate::config::Sequence, rep: &Rep, e: &EnrollmentRow, lead: &LeadRow, lt: &LeadTime, i: usize) -> Decision<SendJob> {
+    fn create_task(
+        &self,
+        seq: &crate::config::Sequence,
+        rep: &Rep,
+        e: &EnrollmentRow,
+        lead: &LeadRow,
+        lt: &LeadTime,
+        i: usize,
+    ) -> Decision<SendJob> {
         let StepKind::Task { task, instructions, timeout } = &seq.steps[i].kind else {
             return Decision::Fail(format!("step {} is not a task", i + 1));
         };

@@ -80,13 +80,15 @@ macro_rules! create_task {
         .bind($now)
         .execute(&mut *$tx)
         .await?;
-        sqlx::query("UPDATE enrollments SET phase = 'task', step = $1, due_at = $2, next_at = $2, attempts = 0, updated_at = $3 WHERE id = $4")
-            .bind(t.step)
-            .bind(t.timeout_at)
-            .bind($now)
-            .bind(e.id)
-            .execute(&mut *$tx)
-            .await?;
+        sqlx::query(
+            "UPDATE enrollments SET phase = 'task', step = $1, due_at = $2, next_at = $2, attempts = 0, updated_at = $3 WHERE id = $4",
+        )
+        .bind(t.step)
+        .bind(t.timeout_at)
+        .bind($now)
+        .bind(e.id)
+        .execute(&mut *$tx)
+        .await?;
     }};
 }
 pub(crate) use create_task;
@@ -135,7 +137,20 @@ macro_rules! timeout_task {
             Some((id, kind)) => format!("{kind} task {id} timed out"),
             None => "task timed out".to_string(),
         };
-        $crate::store::leads::touch!($tx, $crate::store::leads::NewTouch { lead_id: e.lead_id, enrollment_id: Some(e.id), kind: Some($crate::domain::TouchKind::TaskSkipped), at: $now, rep: Some(&e.rep), detail: Some(&detail), step: Some(e.step + 1), ..Default::default() }, $now);
+        $crate::store::leads::touch!(
+            $tx,
+            $crate::store::leads::NewTouch {
+                lead_id: e.lead_id,
+                enrollment_id: Some(e.id),
+                kind: Some($crate::domain::TouchKind::TaskSkipped),
+                at: $now,
+                rep: Some(&e.rep),
+                detail: Some(&detail),
+                step: Some(e.step + 1),
+                ..Default::default()
+            },
+            $now
+        );
     }};
 }
 pub(crate) use leave_task;

@@ -33,7 +33,10 @@ template = "bump"
 fn calls_project(opts: Opts) -> Project {
     let p = Project::new(opts);
     p.tmp.write_sequence("calls", CALLS);
-    p.tmp.write_template("call-script", "---\nsubject: \"call\"\n---\nCall {{first_name}} at {{company}} (step {{step}}).\nAsk about their Q1 plans.\n");
+    p.tmp.write_template(
+        "call-script",
+        "---\nsubject: \"call\"\n---\nCall {{first_name}} at {{company}} (step {{step}}).\nAsk about their Q1 plans.\n",
+    );
     p
 }
 
@@ -124,7 +127,10 @@ fn an_email_call_task_email_sequence_walks_with_tick() {
     assert_eq!(task_of(&tasks(&p, "2026-12-09T14:59:00Z"), "bo@bolt.example")["state"], "open");
     assert_eq!(p.tick("2026-12-09T15:00:00Z")["sent"], 0);
     assert!(tasks(&p, "2026-12-09T15:00:00Z").is_empty());
-    assert_eq!(p.sqlite(&format!("SELECT state, finished_at FROM tasks WHERE id = {bo_id}")), format!("timed_out|{}", ms("2026-12-09T15:00:00Z")));
+    assert_eq!(
+        p.sqlite(&format!("SELECT state, finished_at FROM tasks WHERE id = {bo_id}")),
+        format!("timed_out|{}", ms("2026-12-09T15:00:00Z"))
+    );
     assert!(touch_kinds(&p, "bo@bolt.example").contains(&"task_skipped".to_string()));
     assert_eq!(enrollment(&p, "bo@bolt.example")["next_at"], "2026-12-10T15:00:00Z", "a day after the timeout");
     let refused = p.run(&["task", "done", &bo_id, "--now", "2026-12-09T15:01:00Z"]);
@@ -140,10 +146,14 @@ fn an_email_call_task_email_sequence_walks_with_tick() {
 
     // The report's task step figures.
     let report = p.json(&["report", "--now", "2026-12-10T15:00:00Z"]);
-    let line = report["steps"].as_array().unwrap().iter().find(|s| s["sequence"] == "calls" && s["kind"] == "task").expect("task line").clone();
+    let line =
+        report["steps"].as_array().unwrap().iter().find(|s| s["sequence"] == "calls" && s["kind"] == "task").expect("task line").clone();
     assert_eq!(line["step"], 2);
     assert_eq!(line["label"], "2 task: call");
-    assert_eq!((line["tasks"]["done"].as_u64(), line["tasks"]["timed_out"].as_u64(), line["tasks"]["open"].as_u64()), (Some(1), Some(1), Some(0)));
+    assert_eq!(
+        (line["tasks"]["done"].as_u64(), line["tasks"]["timed_out"].as_u64(), line["tasks"]["open"].as_u64()),
+        (Some(1), Some(1), Some(0))
+    );
     let flag = report["flags"].as_array().unwrap().iter().find(|f| f["name"] == "overdue_tasks").unwrap().clone();
     assert_eq!(flag["on"], false);
 }
@@ -235,7 +245,9 @@ fn the_agenda_for_a_date() {
     p.ok(&["unenroll", "hal@hat.example", "--now", "2026-11-20T10:00:00Z"]);
     p.tick("2026-12-04T17:00:00Z");
     p.ok(&["stage", "cy@cyan.example", "closing", "--now", "2026-12-04T18:00:00Z"]);
-    for (email, at, text) in [("fay@fig.example", "2026-12-05T10:00:00Z", "Tell me more"), ("gus@gum.example", "2026-12-05T11:00:00Z", "Call me")] {
+    for (email, at, text) in
+        [("fay@fig.example", "2026-12-05T10:00:00Z", "Tell me more"), ("gus@gum.example", "2026-12-05T11:00:00Z", "Call me")]
+    {
         p.sqlite(&format!(
             "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) \
              SELECT l.id, e.id, 'reply', {ms}, 'nik', '{text}', {ms} FROM leads l JOIN enrollments e ON e.lead_id = l.id WHERE l.email = '{email}'",
@@ -269,7 +281,15 @@ fn the_agenda_for_a_date() {
     assert_eq!(e["last_at"], "2026-12-07T20:00:00Z");
     assert_eq!(e["by_hour"], serde_json::json!([["11:00", 1], ["14:00", 1]]), "in the rep's time");
     let text = p.ok(&["agenda", "--date", "2026-12-07", "--now", "2026-12-07T18:00:00Z"]);
-    for needle in ["Agenda for Nik Levnaich (nik), Mon 2026-12-07", "Tasks (2)", "Call Cy at Acme (step 2).", "Replies waiting for an answer (1)", "\"Tell me more\"", "In closing with no touch for 5 days (1)", "2 scheduled between 11:40 and 14:00"] {
+    for needle in [
+        "Agenda for Nik Levnaich (nik), Mon 2026-12-07",
+        "Tasks (2)",
+        "Call Cy at Acme (step 2).",
+        "Replies waiting for an answer (1)",
+        "\"Tell me more\"",
+        "In closing with no touch for 5 days (1)",
+        "2 scheduled between 11:40 and 14:00",
+    ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
     // The next day: the tasks are still there, overdue.
