@@ -8,7 +8,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, FieldError, LeadInput, TouchKind};
 use crate::engine::plan::{self, LeadTime};
-use crate::store::{EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError, TaskEnd, TaskFilter, TaskRow, Transition};
+use crate::store::{
+    EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError, TaskClose, TaskEnd, TaskFilter, TaskRow, Transition,
+};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +269,8 @@ impl Ctx {
             Some(n) => format!("{} task {id} {verb}: {n}", task.kind),
             None => format!("{} task {id} {verb}", task.kind),
         };
-        if !self.store.finish_task(now.timestamp_millis(), id, end, note, touch, &detail, &advance).await? {
+        let close = TaskClose { end, note, touch, detail: &detail, advance: &advance };
+        if !self.store.finish_task(now.timestamp_millis(), id, &close).await? {
             return Err(OpError::Refused(format!("task {id} is no longer open")));
         }
         self.store.task(id).await?.ok_or_else(not_found)

@@ -249,7 +249,7 @@ mod tests {
                 email(Wait::ZERO, "intro"),
                 Step {
                     wait: Wait::BusinessDays(1),
-                    kind: StepKind::Task { task: "call".into(), instructions: "call-script".into(), timeout: timeout },
+                    kind: StepKind::Task { task: "call".into(), instructions: "call-script".into(), timeout },
                 },
                 email(Wait::Days(1), "bump"),
             ],

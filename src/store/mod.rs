@@ -27,7 +27,7 @@ pub use leads::*;
 pub use outbox::*;
 pub use report::*;
 pub use rows::*;
-pub use tasks::{AwaitingReply, NewTask, OverdueTasks, QuietLead, TaskEnd, TaskFilter, TaskRow, TaskStepCount, VariantCount};
+pub use tasks::{AwaitingReply, NewTask, OverdueTasks, QuietLead, TaskClose, TaskEnd, TaskFilter, TaskRow, TaskStepCount, VariantCount};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds.
 macro_rules! dispatch {

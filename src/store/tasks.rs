@@ -156,6 +156,19 @@ macro_rules! timeout_task {
 pub(crate) use leave_task;
 pub(crate) use timeout_task;
 
+/// How a task is closed by hand.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskClose<'a> {
+    pub end: TaskEnd,
+    /// The rep's outcome note.
+    pub note: Option<&'a str>,
+    /// The touchpoint logged, with `detail`.
+    pub touch: TouchKind,
+    pub detail: &'a str,
+    /// Where the enrollment goes, computed by the caller from it as it is.
+    pub advance: &'a Advance,
+}
+
 /// A task with its lead, as listed.
 #[derive(Clone, Debug, sqlx::FromRow, Serialize)]
 pub struct TaskRow {
@@ -273,19 +286,10 @@ impl Store {
         }))
     }
 
-    /// Closes an open task by hand and moves its enrollment on (`advance`,
-    /// computed by the caller from the enrollment as it is), logging
-    /// `touch` with `detail`. False when the task was no longer open.
-    pub async fn finish_task(
-        &self,
-        now: i64,
-        task_id: i64,
-        end: TaskEnd,
-        note: Option<&str>,
-        touch_kind: TouchKind,
-        detail: &str,
-        advance: &Advance,
-    ) -> Result<bool, StoreError> {
+    /// Closes an open task by hand and moves its enrollment on, logging
+    /// the touchpoint. False when the task was no longer open.
+    pub async fn finish_task(&self, now: i64, task_id: i64, c: &TaskClose<'_>) -> Result<bool, StoreError> {
+        let TaskClose { end, note, touch: touch_kind, detail, advance } = *c;
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
             // The enrollment first (it is what the claim locks first).
