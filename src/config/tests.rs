@@ -62,11 +62,14 @@ fn the_shipped_example_loads_without_errors() {
     assert_eq!(rep.smtp.transport, TransportKind::File);
     assert!(rep.smtp.dir.ends_with("outbox"));
     let seq = config.sequence("cold-outreach").unwrap();
-    assert_eq!(seq.steps.len(), 3);
+    assert_eq!(seq.steps.len(), 4);
+    assert!(
+        matches!(&seq.steps[2].kind, StepKind::Task { task, instructions, timeout: Some(_) } if task == "call" && instructions == "call-script")
+    );
     assert_eq!(seq.max_touches, Some(3));
     assert_eq!(seq.last_chance.as_ref().unwrap().template, "breakup");
     assert_eq!(seq.archive_after, Some(Wait::Days(7)));
-    for name in ["intro", "bump", "value", "breakup", "digest"] {
+    for name in ["intro", "bump", "value", "breakup", "digest", "call-script"] {
         assert!(config.templates.contains(name), "{name}");
     }
     assert!(config.templates.has_html("intro"));

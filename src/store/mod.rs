@@ -106,7 +106,7 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(open_err)?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            migrate_sqlite(&pool).await?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
@@ -137,6 +137,25 @@ impl Store {
 
     pub async fn close(&self) {
         dispatch!(self, pool => pool.close().await)
+    }
+}
+
+/// Runs the SQLite migrations. Two processes opening a new database at
+/// once (`cadence run` and a `cadence enroll` from the shell) can both see
+/// a migration as pending; each migration is one transaction, so the loser
+/// fails on the winner's tables ("already exists") and finds the
+/// migration applied when it looks again.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::migrate!("./migrations/sqlite").run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && e.to_string().contains("already exists") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

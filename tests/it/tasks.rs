@@ -393,3 +393,37 @@ fn variants_are_recorded_and_reported_with_a_two_proportion_test() {
     assert_eq!(line["variant_test"]["verdict"], "not enough data");
     assert_eq!(line["variant_test"]["p_value"], Value::Null);
 }
+
+/// The task and agenda SQL on a real PostgreSQL server: a task is created,
+/// one is done, one times out, a reply cancels nothing that is closed, the
+/// agenda and the report read them.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_and_the_agenda_on_postgres() {
+    let db = crate::support::postgres::fresh_database().await;
+    let p = calls_project(Opts::default());
+    let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
+    p.tmp.write_config(&cfg.replacen(&p.tmp.database_url(), db.url(), 1));
+    enroll(&p, "ana@acme.example", "Ana", "calls", "America/New_York", "2026-12-04T15:00:00Z");
+    enroll(&p, "bo@bolt.example", "Bo", "calls", "America/New_York", "2026-12-04T15:00:00Z");
+    assert_eq!(p.tick("2026-12-04T15:00:00Z")["sent"], 2);
+    p.tick("2026-12-07T15:00:00Z");
+    let open = tasks(&p, "2026-12-07T15:00:00Z");
+    assert_eq!(open.len(), 2);
+    let agenda = p.json(&["agenda", "--date", "2026-12-07", "--now", "2026-12-07T16:00:00Z"]);
+    assert_eq!(agenda["tasks"].as_array().unwrap().len(), 2);
+    let ana_id = task_of(&open, "ana@acme.example")["id"].as_i64().unwrap().to_string();
+    assert_eq!(p.json(&["task", "done", &ana_id, "--note", "ok", "--now", "2026-12-08T15:00:00Z"])["state"], "done");
+    assert_eq!(enrollment(&p, "ana@acme.example")["next_at"], "2026-12-09T15:00:00Z");
+    p.tick("2026-12-09T15:00:00Z");
+    assert!(tasks(&p, "2026-12-09T15:00:00Z").is_empty(), "Bo's timed out");
+    assert_eq!(enrollment(&p, "bo@bolt.example")["next_at"], "2026-12-10T15:00:00Z");
+    p.ok(&["unenroll", "bo@bolt.example", "--now", "2026-12-09T16:00:00Z"]);
+    let report = p.json(&["report", "--now", "2026-12-09T16:00:00Z"]);
+    let line = report["steps"].as_array().unwrap().iter().find(|s| s["kind"] == "task").unwrap().clone();
+    assert_eq!((line["tasks"]["done"].as_u64(), line["tasks"]["timed_out"].as_u64()), (Some(1), Some(1)));
+    let mut conn = db.connect().await;
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM tasks ORDER BY id").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&"done".to_string()) && states.contains(&"timed_out".to_string()), "{states:?}");
+    sqlx::Connection::close(conn).await.unwrap();
+}
