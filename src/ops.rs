@@ -8,7 +8,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, FieldError, LeadInput, TouchKind};
 use crate::engine::plan::{self, LeadTime};
-use crate::store::{EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError, Transition};
+use crate::store::{
+    EnrollPlan, Enrolled, LeadRow, NewTouch, Refusal, Store, StoreError, TaskClose, TaskEnd, TaskFilter, TaskRow, Transition,
+};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -141,12 +143,8 @@ impl Ctx {
         // any other.
         let lt = LeadTime::of(&self.cfg, &lead);
         let (due, next) = match self.cfg.sequence(&e.sequence) {
-            Some(seq) => {
-                let from = e.due_at.map(plan::at).unwrap_or(now).max(now);
-                let (phase, _) = plan::effective_phase(seq, &e);
-                let next = if phase == crate::store::Phase::Archive { Some(from) } else { lt.opening(seq, from) };
-                (Some(from.timestamp_millis()), next.map(|t| t.timestamp_millis()))
-            }
+            // By hand: now, not at the end of an automatic pause.
+            Some(seq) => plan::resume_schedule(seq, &lt, &crate::store::EnrollmentRow { paused_until: None, ..e.clone() }, now),
             None => return Err(OpError::Refused(format!("sequence `{}` is no longer configured", e.sequence))),
         };
         self.store.resume(now.timestamp_millis(), e.id, due, next, "resumed by hand").await?;
@@ -233,5 +231,63 @@ impl Ctx {
             }
         };
         Ok(self.store.suppress(self.clock.now_ms(), &pattern, reason, EnrollmentState::Unsubscribed).await?)
+    }
+}
+
+impl Ctx {
+    /// Open tasks, oldest due first: one rep's (or everyone's), optionally
+    /// only those still open `[report] overdue_after` past their due time.
+    pub async fn tasks(&self, rep: Option<&str>, overdue: bool) -> Result<Vec<TaskRow>, OpError> {
+        if let Some(r) = rep {
+            self.pick_rep(Some(r))?;
+        }
+        let due_before = overdue.then(|| self.overdue_cutoff());
+        Ok(self.store.open_tasks(&TaskFilter { rep: rep.map(str::to_string), due_before }).await?)
+    }
+
+    /// Open tasks due before this are overdue.
+    pub fn overdue_cutoff(&self) -> i64 {
+        (self.clock.now() - self.cfg.report.overdue_after.approx()).timestamp_millis()
+    }
+
+    /// Marks a task done (with an optional outcome note) or skipped, and
+    /// moves its enrollment on: the next step's wait counts from now. A done
+    /// call is logged as a `call` touchpoint, other done tasks as
+    /// `task_done`, a skip as `task_skipped`. `only_rep` hides other reps'
+    /// tasks (the API's rep tokens).
+    pub async fn finish_task(&self, id: i64, end: TaskEnd, note: Option<&str>, only_rep: Option<&str>) -> Result<TaskRow, OpError> {
+        let not_found = || OpError::NotFound(format!("no task {id}"));
+        let task = self.store.task(id).await?.filter(|t| only_rep.is_none_or(|r| r == t.rep)).ok_or_else(not_found)?;
+        if task.state != "open" {
+            return Err(OpError::Refused(format!("task {id} is already {}", task.state.replace('_', " "))));
+        }
+        let note = note.map(str::trim).filter(|n| !n.is_empty());
+        if let Some(n) = note {
+            crate::domain::check_field("note", n).or_else(|e| match e {
+                FieldError::Control { .. } if !n.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') => Ok(()),
+                e => Err(e),
+            })?;
+        }
+        let e = self.store.enrollment(task.enrollment_id).await?.ok_or_else(not_found)?;
+        let lead = self.store.lead_by_id(task.lead_id).await?.ok_or_else(not_found)?;
+        let Some(seq) = self.cfg.sequence(&e.sequence) else {
+            return Err(OpError::Refused(format!("sequence `{}` is no longer configured", e.sequence)));
+        };
+        let now = self.clock.now();
+        let advance = plan::advance_after_task(seq, &LeadTime::of(&self.cfg, &lead), &e, now);
+        let (touch, verb) = match end {
+            TaskEnd::Done if task.kind == "call" => (TouchKind::Call, "done"),
+            TaskEnd::Done => (TouchKind::TaskDone, "done"),
+            _ => (TouchKind::TaskSkipped, "skipped"),
+        };
+        let detail = match note {
+            Some(n) => format!("{} task {id} {verb}: {n}", task.kind),
+            None => format!("{} task {id} {verb}", task.kind),
+        };
+        let close = TaskClose { end, note, touch, detail: &detail, advance: &advance };
+        if !self.store.finish_task(now.timestamp_millis(), id, &close).await? {
+            return Err(OpError::Refused(format!("task {id} is no longer open")));
+        }
+        self.store.task(id).await?.ok_or_else(not_found)
     }
 }

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod leads;
 pub mod metrics;
+pub mod tasks;
 pub mod unsubscribe;
 pub mod views;
 
@@ -87,6 +88,7 @@ impl ApiState {
     tags(
         (name = "leads", description = "Enrollments and leads"),
         (name = "control", description = "Manual control of a lead"),
+        (name = "tasks", description = "Manual steps (calls, LinkedIn, custom) waiting for a rep"),
         (name = "report", description = "Pipeline health"),
         (name = "public", description = "Unsubscribe pages (no token)"),
         (name = "operations", description = "Health, metrics and this document")
@@ -114,6 +116,9 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(leads::stage))
         .routes(routes!(leads::note))
         .routes(routes!(leads::report))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::done))
+        .routes(routes!(tasks::skip))
         .routes(routes!(openapi_json))
         .routes(routes!(unsubscribe::confirm_page, unsubscribe::unsubscribe))
         .routes(routes!(healthz))

@@ -237,3 +237,62 @@ pub struct Health {
     /// `ok` or `unavailable`.
     pub status: &'static str,
 }
+
+/// One task, as `cadence tasks --json` and `GET /api/v1/tasks` show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: i64,
+    /// `call`, `linkedin` or `custom`.
+    pub kind: String,
+    /// `open`, `done`, `skipped`, `timed_out` or `cancelled`.
+    pub state: String,
+    pub rep: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub company: Option<String>,
+    pub stage: String,
+    pub sequence: String,
+    /// 1-based step of the sequence.
+    pub step: i64,
+    /// The rendered instructions (a call script...).
+    pub instructions: String,
+    pub due_at: String,
+    /// When it is skipped automatically (none: it waits).
+    pub timeout_at: Option<String>,
+    /// Open past `[report] overdue_after`.
+    pub overdue: bool,
+    pub note: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl TaskView {
+    /// `overdue_cutoff`: open tasks due before it are overdue.
+    pub fn new(t: crate::store::TaskRow, overdue_cutoff: i64) -> TaskView {
+        TaskView {
+            overdue: t.state == "open" && t.due_at < overdue_cutoff,
+            id: t.id,
+            kind: t.kind,
+            state: t.state,
+            rep: t.rep,
+            email: t.email,
+            first_name: t.first_name,
+            last_name: t.last_name,
+            company: t.company,
+            stage: t.stage,
+            sequence: t.sequence,
+            step: t.step + 1,
+            instructions: t.instructions,
+            due_at: rfc3339(t.due_at),
+            timeout_at: t.timeout_at.map(rfc3339),
+            note: t.note,
+            finished_at: t.finished_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+    pub count: usize,
+}

@@ -64,10 +64,13 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
     let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     let hygiene =
         crate::engine::hygiene::run_due(&engine, engine.clock.now()).await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    let agenda =
+        crate::engine::agenda::run_due(&engine, engine.clock.now()).await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     engine.store.close().await;
     if json {
         let mut out = serde_json::to_value(&stats).expect("stats serialise");
         out["hygiene"] = serde_json::to_value(&hygiene).expect("hygiene serialises");
+        out["agenda"] = serde_json::to_value(&agenda).expect("agenda serialises");
         print_json(&out);
     } else {
         println!(
@@ -88,6 +91,9 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
                 h.stale_flagged.len(),
                 if digests.is_empty() { "none".to_string() } else { digests.join(", ") }
             );
+        }
+        for a in &agenda {
+            println!("agenda for {} ({}): {}", a.rep, a.fire_at, a.state);
         }
     }
     Ok(())

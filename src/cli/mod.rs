@@ -6,6 +6,7 @@ mod import;
 mod leads;
 mod output;
 mod report;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,32 @@ pub enum Command {
     },
     /// The send times a new enrollment would get if nobody replied
     Simulate(daemon::SimulateArgs),
+    /// Manual steps (calls, LinkedIn, custom) waiting for a rep
+    Tasks {
+        /// Only this rep's tasks
+        #[arg(long)]
+        rep: Option<String>,
+        /// Only tasks open longer than [report] overdue_after
+        #[arg(long)]
+        overdue: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a task done or skipped
+    Task {
+        #[command(subcommand)]
+        action: tasks::TaskAction,
+    },
+    /// A rep's day: tasks due, replies awaiting an answer, late-stage leads going quiet, emails today
+    Agenda {
+        #[arg(long)]
+        rep: Option<String>,
+        /// The day (YYYY-MM-DD) in the rep's time zone [default: today]
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
     /// What the inbox watcher makes of a message
     Classify {
         file: PathBuf,
@@ -121,6 +148,10 @@ pub enum NoteKind {
     Note,
     Call,
     Meeting,
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|e| format!("{s:?} is not a date like 2026-12-07: {e}"))
 }
 
 fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
@@ -223,6 +254,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Explain { email, json } => daemon::explain(&cli, email, *json).await,
         Command::Simulate(args) => daemon::simulate(&cli, args),
         Command::Classify { file, json } => daemon::classify(file, *json),
+        Command::Tasks { rep, overdue, json } => tasks::list(&cli, rep.as_deref(), *overdue, *json).await,
+        Command::Task { action } => tasks::finish(&cli, action).await,
+        Command::Agenda { rep, date, json } => tasks::agenda(&cli, rep.as_deref(), *date, *json).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

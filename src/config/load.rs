@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 
 use super::sequence;
 use super::tree::{self, Sink, Table, Val};
-use super::{Config, Daemon, Dkim, Hygiene, Imap, Rep, ReportThresholds, Smtp, TlsMode, TransportKind};
+use super::{Agenda, Config, Daemon, Dkim, Hygiene, Imap, Rep, ReportThresholds, Smtp, TlsMode, TransportKind};
 use crate::domain::{parse_timezone, EmailAddress, Wait};
 use crate::schedule::Calendar;
 use crate::templates::Templates;
@@ -165,6 +165,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 calendars: m.calendars,
                 stages: m.stages,
                 hygiene: m.hygiene,
+                agenda: m.agenda,
                 report: m.report,
                 reps: m.reps,
                 sequences,
@@ -222,6 +223,7 @@ struct Main {
     calendars: BTreeMap<String, Calendar>,
     stages: Vec<String>,
     hygiene: Hygiene,
+    agenda: Agenda,
     report: ReportThresholds,
     reps: Vec<Rep>,
 }
@@ -376,6 +378,18 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
     h.finish(sink);
     let hygiene = Hygiene { schedule, schedule_text, stale_after, digest_to };
 
+    // [agenda]: the morning email is off unless a schedule is given.
+    let mut a = top.table_or_empty(sink, "agenda");
+    let agenda_text = a.str(sink, "schedule");
+    let agenda_schedule = match &agenda_text {
+        Some(v) if v.v.trim().is_empty() => None,
+        Some(v) => cron_schedule(sink, v),
+        None => None,
+    };
+    let quiet_after = a.wait_or(sink, "quiet_after", Wait::Days(5));
+    a.finish(sink);
+    let agenda = Agenda { schedule: agenda_schedule, schedule_text: agenda_text.map(|v| v.v).unwrap_or_default(), quiet_after };
+
     // [report]
     let mut r = top.table_or_empty(sink, "report");
     let report = ReportThresholds {
@@ -383,6 +397,7 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
         min_front: r.int_in(sink, "min_front", 0, i64::MAX, 5u64),
         max_last_stage: r.int_in(sink, "max_last_stage", 0, i64::MAX, 20u64),
         overdue_after: r.wait_or(sink, "overdue_after", Wait::Days(1)),
+        variant_min_sends: r.int_in(sink, "variant_min_sends", 1, i64::MAX, 100u64),
     };
     r.finish(sink);
 
@@ -411,7 +426,7 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
     }
 
     top.finish(sink);
-    Main { daemon, calendars, stages, hygiene, report, reps }
+    Main { daemon, calendars, stages, hygiene, agenda, report, reps }
 }
 
 const DEFAULT_HYGIENE: &str = "0 0 7 * * Mon-Fri";

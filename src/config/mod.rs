@@ -40,6 +40,7 @@ pub struct Config {
     /// Ordered open stages; `won` and `lost` are implied outcomes.
     pub stages: Vec<String>,
     pub hygiene: Hygiene,
+    pub agenda: Agenda,
     pub report: ReportThresholds,
     pub reps: Vec<Rep>,
     /// By name (the file stem).
@@ -75,6 +76,18 @@ pub struct Hygiene {
     pub digest_to: Vec<EmailAddress>,
 }
 
+/// The rep's day (`[agenda]`): `cadence agenda` and the morning email.
+#[derive(Debug, Clone)]
+pub struct Agenda {
+    /// When each rep gets the agenda by email, read in the rep's time zone;
+    /// `None` (the default) sends none.
+    pub schedule: Option<cron::Schedule>,
+    pub schedule_text: String,
+    /// A lead in the last stage with no touch for this long is listed as
+    /// going quiet.
+    pub quiet_after: Wait,
+}
+
 /// Red-flag thresholds of the pipeline report (`[report]`).
 #[derive(Debug, Clone)]
 pub struct ReportThresholds {
@@ -84,8 +97,11 @@ pub struct ReportThresholds {
     pub min_front: u64,
     /// More than this many in the last stage at once.
     pub max_last_stage: u64,
-    /// A step due but unsent for longer than this is overdue.
+    /// A step due but unsent (or a task not done) for longer than this is
+    /// overdue.
     pub overdue_after: Wait,
+    /// A/B variants are compared only once each has this many sends.
+    pub variant_min_sends: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

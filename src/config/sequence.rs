@@ -10,7 +10,7 @@ use super::tree::{self, Sink, Table, Val};
 use super::{LastChance, Sequence, Step, StepKind, Variant};
 use crate::domain::Wait;
 use crate::schedule::SendWindow;
-use crate::templates::{Templates, DIGEST};
+use crate::templates::{Templates, AGENDA, DIGEST};
 
 const TASK_KINDS: &[&str] = &["call", "linkedin", "custom"];
 
@@ -71,8 +71,10 @@ pub(crate) fn load_all(
 fn template_ref(sink: &mut Sink, templates: &Templates, v: &Val<String>) {
     if v.v == DIGEST {
         sink.error_at(v, "`digest` is the manager digest template, not a lead email");
+    } else if v.v == AGENDA {
+        sink.error_at(v, "`agenda` is the rep's agenda email template, not a lead email");
     } else if !templates.contains(&v.v) {
-        let known: Vec<&str> = templates.names().filter(|n| *n != DIGEST).collect();
+        let known: Vec<&str> = templates.names().filter(|n| *n != DIGEST && *n != AGENDA).collect();
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         sink.error_at(v, format!("unknown template `{}`: templates/{}.hbs does not exist (templates: {known})", v.v, v.v));
     }
@@ -204,10 +206,7 @@ fn step(t: &mut Table, sink: &mut Sink, templates: &Templates) -> Option<Step> {
     let is_task = match &kind {
         None => false,
         Some(k) if k.v == "email" => false,
-        Some(k) if k.v == "task" => {
-            sink.warn_at(k, "task steps have no effect yet: the sequence skips them");
-            true
-        }
+        Some(k) if k.v == "task" => true,
         Some(k) => {
             sink.error_at(k, format!("{:?} is not a step kind: email | task", k.v));
             false
@@ -234,6 +233,11 @@ fn step(t: &mut Table, sink: &mut Sink, templates: &Templates) -> Option<Step> {
             template_ref(sink, templates, v);
         }
         let timeout = t.wait(sink, "task_timeout").map(|v| v.v);
+        if !t.has("task_timeout") {
+            if let Some(v) = &task {
+                sink.warn_at(v, "no `task_timeout`: the sequence waits for the rep however long the task stays open");
+            }
+        }
         return Some(Step { wait: wait?.v, kind: StepKind::Task { task: task?.v, instructions: instructions?.v, timeout } });
     }
 
@@ -265,8 +269,6 @@ fn step(t: &mut Table, sink: &mut Sink, templates: &Templates) -> Option<Step> {
             }
             if variants.is_empty() {
                 sink.error(&t.key_path("templates"), Some(&t.span), "`templates` lists no template");
-            } else if variants.len() > 1 {
-                sink.warn(&t.key_path("templates"), Some(&t.span), "A/B variants have no effect yet: only the first template is sent");
             }
             Some(variants)
         }

@@ -62,11 +62,14 @@ fn the_shipped_example_loads_without_errors() {
     assert_eq!(rep.smtp.transport, TransportKind::File);
     assert!(rep.smtp.dir.ends_with("outbox"));
     let seq = config.sequence("cold-outreach").unwrap();
-    assert_eq!(seq.steps.len(), 3);
+    assert_eq!(seq.steps.len(), 4);
+    assert!(
+        matches!(&seq.steps[2].kind, StepKind::Task { task, instructions, timeout: Some(_) } if task == "call" && instructions == "call-script")
+    );
     assert_eq!(seq.max_touches, Some(3));
     assert_eq!(seq.last_chance.as_ref().unwrap().template, "breakup");
     assert_eq!(seq.archive_after, Some(Wait::Days(7)));
-    for name in ["intro", "bump", "value", "breakup", "digest"] {
+    for name in ["intro", "bump", "value", "breakup", "digest", "call-script"] {
         assert!(config.templates.contains(name), "{name}");
     }
     assert!(config.templates.has_html("intro"));
@@ -277,8 +280,8 @@ fn every_planted_mistake_is_reported_with_file_and_key() {
     find(&main, Some("reps[0].imap"), Warning, "no reply detection");
     find(&main, Some("reps[0].api_token_env"), Warning, "TOKEN_UNSET");
     find(&main, Some("reps[0].dkim.private_key_env"), Warning, "DKIM_KEY");
-    find(&bad, Some("steps[2].kind"), Warning, "no effect yet");
-    find(&bad, Some("steps[3].templates"), Warning, "no effect yet");
+    find(&bad, Some("steps[2].task"), Warning, "no `task_timeout`");
+    assert!(!problems.0.iter().any(|p| p.file == bad && p.message.contains("no effect yet")), "tasks and variants take effect: {problems}");
     // Sequence references.
     find(&bad, Some("stage"), Error, "unknown stage `negotiation`");
     find(&bad, Some("reply_stage"), Error, "unknown stage `nope`");

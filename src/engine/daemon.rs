@@ -48,6 +48,9 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
         if let Err(e) = super::hygiene::run_due(&engine, engine.clock.now()).await {
             tracing::error!(error = %e, "hygiene run failed; it is tried again at the next fire");
         }
+        if let Err(e) = super::agenda::run_due(&engine, engine.clock.now()).await {
+            tracing::error!(error = %e, "agenda emails failed; they are tried again at the next fire");
+        }
         let sleep = next_sleep(&engine, started).await;
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight sends"); break; }

@@ -65,7 +65,7 @@ fn next_label(cfg: &Config, e: &EnrollmentRow) -> (Phase, String) {
     let Some(seq) = cfg.sequence(&e.sequence) else { return (Phase::Step, "sequence no longer configured".into()) };
     let (phase, step) = plan::effective_phase(seq, e);
     let label = match (phase, step) {
-        (Phase::Step, Some(i)) => match &seq.steps[i].kind {
+        (Phase::Step | Phase::TaskDue | Phase::Task, Some(i)) => match &seq.steps[i].kind {
             StepKind::Email { templates, .. } => format!(
                 "email {} of {} ({})",
                 i + 1,
@@ -145,7 +145,11 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
         return Ok(x);
     };
     let Some(next_at) = e.next_at else {
-        x.summary = "being sent right now".into();
+        x.summary = if phase == Phase::Task {
+            format!("waiting for the rep: {label} is open (`cadence tasks`) and has no timeout")
+        } else {
+            "being sent right now".into()
+        };
         return Ok(x);
     };
     let next_at = from_ms(next_at);
@@ -161,6 +165,18 @@ pub async fn explain(ctx: &Ctx, email: &str) -> Result<Explanation, OpError> {
     }
     if e.attempts > 0 {
         x.reasons.push(format!("{} temporary SMTP failure(s) so far; retrying with backoff", e.attempts));
+    }
+    if phase == Phase::Task {
+        x.summary = format!("waiting for the rep: {label} is open (`cadence tasks`); it is skipped {}", local(next_at, tz));
+        return Ok(x);
+    }
+    if phase == Phase::TaskDue {
+        x.summary = if next_at <= now {
+            format!("{label} is due: the rep gets it at the next pass")
+        } else {
+            format!("{label} goes to the rep {}; the next email waits for it", local(next_at, tz))
+        };
+        return Ok(x);
     }
     if phase == Phase::Archive {
         x.summary = if next_at <= now { "archiving at the next pass".into() } else { format!("will be archived {}", local(next_at, tz)) };
@@ -319,7 +335,7 @@ pub fn simulate(
             .map(|(_, d)| if d.is_empty() { String::new() } else { schedule::describe_deferrals(&d) })
             .unwrap_or_default();
         let (action, template) = match (phase, step) {
-            (Phase::Step, Some(i)) => match &seq.steps[i].kind {
+            (Phase::Step | Phase::TaskDue | Phase::Task, Some(i)) => match &seq.steps[i].kind {
                 StepKind::Email { templates, .. } => {
                     (format!("email {}", i + 1), Some(templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / ")))
                 }
@@ -342,6 +358,21 @@ pub fn simulate(
         });
         if phase == Phase::Archive {
             break;
+        }
+        if matches!(phase, Phase::TaskDue | Phase::Task) {
+            // Assumed done when it falls due; the next step waits from then.
+            if let Some(last) = rows.last_mut() {
+                if last.note.is_empty() {
+                    last.note = "if done at once; the next step waits for it".into();
+                }
+            }
+            let a = plan::advance_after_task(seq, &lt, &EnrollmentRow { step: step.map_or(e.step, |i| i as i64), ..e.clone() }, at);
+            e.state = a.state.as_str().into();
+            e.phase = a.phase.into();
+            e.step = a.step;
+            e.due_at = a.due_at;
+            e.next_at = a.next_at;
+            continue;
         }
         let id = format!("sim-{n}@example.com");
         let a = plan::advance_after_send(seq, &lt, &e, plan::SentEmail { phase, step, at, message_id: &id, subject: "subject" });

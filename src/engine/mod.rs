@@ -7,6 +7,7 @@
 //! go now; then sends outside any transaction, one task per email, bounded
 //! per rep so that one rep's slow server never holds back another rep.
 
+pub mod agenda;
 pub mod daemon;
 pub mod explain;
 pub mod hygiene;
@@ -286,11 +287,7 @@ impl Engine {
     ) -> Result<(Option<i64>, Option<i64>), EngineError> {
         let Some(lead) = self.store.lead_by_id(e.lead_id).await? else { return Ok((None, None)) };
         let Some(seq) = cfg.sequence(&e.sequence) else { return Ok((None, None)) };
-        let lt = LeadTime::of(cfg, &lead);
-        let from = e.paused_until.map(plan::at).unwrap_or(now).max(e.due_at.map(plan::at).unwrap_or(now)).max(now);
-        let (phase, _) = plan::effective_phase(seq, e);
-        let next = if phase == Phase::Archive { Some(from) } else { lt.opening(seq, from) };
-        Ok((Some(from.timestamp_millis()), next.map(|t| t.timestamp_millis())))
+        Ok(plan::resume_schedule(seq, &LeadTime::of(cfg, &lead), e, now))
     }
 
     fn spawn_send(self: &Arc<Self>, send_id: i64, e: EnrollmentRow, lead: LeadRow, job: SendJob) {
@@ -456,6 +453,38 @@ impl Policy<'_> {
     }
 }
 
+impl Policy<'_> {
+    /// The task of step `i`, due when its step fell due (the claim may run
+    /// later than that), timing out `task_timeout` after.
+    fn create_task(
+        &self,
+        seq: &crate::config::Sequence,
+        rep: &Rep,
+        e: &EnrollmentRow,
+        lead: &LeadRow,
+        lt: &LeadTime,
+        i: usize,
+    ) -> Decision<SendJob> {
+        let StepKind::Task { task, instructions, timeout } = &seq.steps[i].kind else {
+            return Decision::Fail(format!("step {} is not a task", i + 1));
+        };
+        let url = self.engine.unsubscribe_url(self.cfg, lead.id);
+        let ctx = render_context(lead, rep, &url, i + 1);
+        let text = match self.cfg.templates.render_text(instructions, &ctx) {
+            Ok(t) => t,
+            Err(why) => return Decision::Fail(format!("task {} not created: {why}", i + 1)),
+        };
+        let due = e.next_at.map(plan::at).unwrap_or(self.now).min(self.now);
+        Decision::CreateTask(crate::store::NewTask {
+            step: i as i64,
+            kind: task.clone(),
+            instructions: text.trim_end().to_string(),
+            due_at: due.timestamp_millis(),
+            timeout_at: plan::task_timeout(lt, *timeout, due).map(|t| t.timestamp_millis()),
+        })
+    }
+}
+
 impl ClaimPolicy for Policy<'_> {
     type Payload = SendJob;
 
@@ -483,6 +512,13 @@ impl ClaimPolicy for Policy<'_> {
             };
         }
         let lt = LeadTime::of(self.cfg, lead);
+        match (phase, step) {
+            // Manual work: no send window (the due time is already inside
+            // one), no caps.
+            (Phase::Task, _) => return Decision::TaskTimeout(plan::advance_after_task(seq, &lt, e, self.now)),
+            (Phase::TaskDue, Some(i)) => return self.create_task(seq, rep, e, lead, &lt, i),
+            _ => {}
+        }
         if !crate::schedule::is_open(self.now, &seq.send_window, lt.tz, lt.calendar) {
             return match lt.opening(seq, self.now) {
                 Some(t) => Decision::Defer(t.timestamp_millis()),
@@ -501,7 +537,7 @@ impl ClaimPolicy for Policy<'_> {
                     let v = pick_variant(templates, lead.id);
                     (v.template.clone(), (templates.len() > 1).then(|| v.template.clone()), *new_thread, i as i64 + 1)
                 }
-                StepKind::Task { .. } => unreachable!("effective_phase skips task steps"),
+                StepKind::Task { .. } => unreachable!("effective_phase gives task steps the task_due phase"),
             },
             _ => match &seq.last_chance {
                 Some(lc) => (lc.template.clone(), None, false, e.step + 1),
@@ -599,6 +635,32 @@ pub fn pick_variant(variants: &[crate::config::Variant], lead_id: i64) -> &crate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_are_stable_and_follow_the_weights_over_10000_leads() {
+        use crate::config::Variant;
+        let variants = [Variant { template: "intro-a".into(), weight: 1 }, Variant { template: "intro-b".into(), weight: 3 }];
+        let mut b = 0i64;
+        for id in 1..=10_000 {
+            let v = pick_variant(&variants, id);
+            assert_eq!(v.template, pick_variant(&variants, id).template, "lead {id}");
+            if v.template == "intro-b" {
+                b += 1;
+            }
+        }
+        // Expected 7,500; one standard deviation is about 43.
+        assert!((b - 7_500).abs() < 175, "intro-b got {b} of 10,000 at weight 3:1");
+        // A pure function of the lead id: the same on every instance and
+        // after every restart. These values pin it, so a change of the
+        // hash (which would re-assign running tests) fails here.
+        let picks: Vec<&str> = (1..=8).map(|id| pick_variant(&variants, id).template.as_str()).collect();
+        assert_eq!(picks, PINNED);
+        let even = [Variant { template: "a".into(), weight: 1 }, Variant { template: "b".into(), weight: 1 }];
+        let a = (1..=10_000).filter(|id| pick_variant(&even, *id).template == "a").count() as i64;
+        assert!((a - 5_000).abs() < 200, "a got {a} of 10,000 at 1:1");
+    }
+
+    const PINNED: [&str; 8] = ["intro-b", "intro-b", "intro-b", "intro-b", "intro-b", "intro-a", "intro-b", "intro-b"];
 
     #[test]
     fn reply_subject_adds_re_once() {

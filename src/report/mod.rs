@@ -107,6 +107,104 @@ pub struct StepLine {
     pub unsubscribed: u64,
     /// replied / sent; none before anything was sent.
     pub reply_rate: Option<f64>,
+    /// For a task step (`kind` = `task`): how its tasks ended or stand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskFigures>,
+    /// For a step with A/B variants: each variant's figures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantLine>,
+    /// Whether the variants' reply rates differ meaningfully yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant_test: Option<VariantTest>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TaskFigures {
+    pub open: u64,
+    pub done: u64,
+    pub skipped: u64,
+    pub timed_out: u64,
+    /// Closed because the lead replied or the enrollment stopped.
+    pub cancelled: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantLine {
+    /// The template.
+    pub variant: String,
+    pub weight: Option<u32>,
+    pub sent: u64,
+    pub replied: u64,
+    pub reply_rate: Option<f64>,
+}
+
+/// A two-proportion z-test between the best and the worst reply rate.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantTest {
+    /// `significant`, `not significant` or `not enough data`.
+    pub verdict: &'static str,
+    /// The two variants compared: highest reply rate first.
+    pub compared: Vec<String>,
+    pub z: Option<f64>,
+    /// Two-sided.
+    pub p_value: Option<f64>,
+    /// Sends each variant needs before a verdict (`[report] variant_min_sends`).
+    pub min_sends: u64,
+}
+
+/// The p-value under which a difference is called significant.
+pub const SIGNIFICANCE: f64 = 0.05;
+
+/// Two-proportion z-test (pooled): `(z, two-sided p)`; `None` when a
+/// sample is empty or nobody (or everybody) replied in both.
+pub fn two_proportion(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<(f64, f64)> {
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    if se == 0.0 {
+        return None;
+    }
+    let z = (p1 - p2) / se;
+    Some((z, 2.0 * (1.0 - normal_cdf(z.abs()))))
+}
+
+/// The standard normal CDF, by Abramowitz and Stegun 7.1.26 (error < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+fn variant_test(lines: &[VariantLine], min_sends: u64) -> VariantTest {
+    let rated: Vec<&VariantLine> = lines.iter().filter(|v| v.reply_rate.is_some()).collect();
+    let best = rated.iter().max_by(|a, b| a.reply_rate.partial_cmp(&b.reply_rate).unwrap_or(std::cmp::Ordering::Equal));
+    let worst = rated.iter().min_by(|a, b| a.reply_rate.partial_cmp(&b.reply_rate).unwrap_or(std::cmp::Ordering::Equal));
+    let compared = match (best, worst) {
+        (Some(b), Some(w)) if b.variant != w.variant => vec![b.variant.clone(), w.variant.clone()],
+        _ => lines.iter().take(2).map(|v| v.variant.clone()).collect(),
+    };
+    let enough = lines.len() >= 2 && lines.iter().all(|v| v.sent >= min_sends);
+    let (z, p) = match (enough, best, worst) {
+        (true, Some(b), Some(w)) => match two_proportion(b.replied, b.sent, w.replied, w.sent) {
+            Some((z, p)) => (Some(z), Some(p)),
+            None => (Some(0.0), Some(1.0)),
+        },
+        _ => (None, None),
+    };
+    let verdict = match p {
+        None => "not enough data",
+        Some(p) if p < SIGNIFICANCE => "significant",
+        Some(_) => "not significant",
+    };
+    VariantTest { verdict, compared, z, p_value: p, min_sends }
 }
 
 /// Time from enrollment to the first email, over enrollments that got one.
@@ -127,6 +225,7 @@ pub mod flag {
     pub const CADENCE_LIMIT: &str = "cadence_limit";
     pub const SEND_UNKNOWN: &str = "send_unknown";
     pub const BOUNCE_PAUSE: &str = "bounce_pause";
+    pub const OVERDUE_TASKS: &str = "overdue_tasks";
 }
 
 /// Builds the report as of `now`.
@@ -145,6 +244,7 @@ pub async fn build(cfg: &Config, store: &Store, now: DateTime<Utc>) -> Result<Re
     flags.push(cadence_limit_flag(store).await?);
     flags.push(unknown_flag(store).await?);
     flags.push(bounce_flag(cfg, &bounce));
+    flags.push(overdue_tasks_flag(cfg, store, now).await?);
 
     let mut delays = store.first_email_delays().await?;
     delays.sort_unstable();
@@ -421,6 +521,29 @@ async fn unknown_flag(store: &Store) -> Result<Flag, StoreError> {
     })
 }
 
+/// Open tasks not done `overdue_after` past their due time: count, the
+/// oldest, and one item per rep.
+async fn overdue_tasks_flag(cfg: &Config, store: &Store, now: DateTime<Utc>) -> Result<Flag, StoreError> {
+    let after = cfg.report.overdue_after;
+    let cutoff = (now - after.approx()).timestamp_millis();
+    let per_rep = store.overdue_tasks(cutoff).await?;
+    let total: u64 = per_rep.iter().map(|r| r.tasks as u64).sum();
+    let oldest = per_rep.iter().map(|r| r.oldest_due_at).min();
+    let items = per_rep
+        .iter()
+        .map(|r| FlagItem {
+            email: None,
+            rep: Some(r.rep.clone()),
+            detail: format!("{} overdue task(s), oldest due {} ago", r.tasks, fmt_duration((now_ms(now) - r.oldest_due_at) / 1000)),
+        })
+        .collect();
+    let detail = match oldest {
+        Some(o) => format!("{total} task(s) open longer than {after}; oldest due {}", rfc3339(o)),
+        None => format!("no task open longer than {after}"),
+    };
+    Ok(Flag { name: flag::OVERDUE_TASKS, on: total > 0, value: json!(total), threshold: json!(after.to_string()), detail, items, more: 0 })
+}
+
 fn bounce_rate(b: &crate::store::RepBounces) -> f64 {
     if b.sends == 0 {
         0.0
@@ -472,9 +595,16 @@ async fn step_lines(cfg: &Config, store: &Store) -> Result<Vec<StepLine>, StoreE
     let line = |k: &Key| -> StepLine {
         let (sequence, kind, index) = k.clone();
         let seq = cfg.sequence(&sequence);
+        let is_task = seq.and_then(|s| s.steps.get(index as usize)).is_some_and(|st| matches!(st.kind, StepKind::Task { .. }));
         let (kind, step, label) = if kind == 1 {
             let t = seq.and_then(|s| s.last_chance.as_ref()).map_or(String::new(), |l| format!(" ({})", l.template));
             ("last_chance", None, format!("last chance{t}"))
+        } else if is_task {
+            let names = seq.and_then(|s| s.steps.get(index as usize)).map(|st| match &st.kind {
+                StepKind::Task { task, .. } => format!("task: {task}"),
+                StepKind::Email { .. } => String::new(),
+            });
+            ("task", Some(index as u32 + 1), format!("{} {}", index + 1, names.unwrap_or_default()))
         } else {
             let names = seq.and_then(|s| s.steps.get(index as usize)).map(|st| match &st.kind {
                 StepKind::Email { templates, .. } => templates.iter().map(|v| v.template.as_str()).collect::<Vec<_>>().join(" / "),
@@ -493,6 +623,9 @@ async fn step_lines(cfg: &Config, store: &Store) -> Result<Vec<StepLine>, StoreE
             bounced: 0,
             unsubscribed: 0,
             reply_rate: None,
+            tasks: is_task.then(TaskFigures::default),
+            variants: Vec::new(),
+            variant_test: None,
         }
     };
     for c in store.step_send_counts().await? {
@@ -511,10 +644,42 @@ async fn step_lines(cfg: &Config, store: &Store) -> Result<Vec<StepLine>, StoreE
             _ => {}
         }
     }
+    for c in store.task_step_counts().await? {
+        let k = key(&c.sequence, "step", Some(c.step));
+        let l = lines.entry(k.clone()).or_insert_with(|| line(&k));
+        let f = l.tasks.get_or_insert_with(TaskFigures::default);
+        let n = c.tasks as u64;
+        match c.state.as_str() {
+            "open" => f.open += n,
+            "done" => f.done += n,
+            "skipped" => f.skipped += n,
+            "timed_out" => f.timed_out += n,
+            _ => f.cancelled += n,
+        }
+    }
+    for c in store.variant_counts().await? {
+        let k = key(&c.sequence, "step", Some(c.step));
+        let l = lines.entry(k.clone()).or_insert_with(|| line(&k));
+        let weight = cfg.sequence(&c.sequence).and_then(|s| s.steps.get(c.step as usize)).and_then(|st| match &st.kind {
+            StepKind::Email { templates, .. } => templates.iter().find(|v| v.template == c.variant).map(|v| v.weight),
+            StepKind::Task { .. } => None,
+        });
+        let (sent, replied) = (c.sent as u64, c.replied as u64);
+        l.variants.push(VariantLine {
+            variant: c.variant,
+            weight,
+            sent,
+            replied,
+            reply_rate: (sent > 0).then(|| replied as f64 / sent as f64),
+        });
+    }
     Ok(lines
         .into_values()
         .map(|mut l| {
             l.reply_rate = (l.sent > 0).then(|| l.replied as f64 / l.sent as f64);
+            if !l.variants.is_empty() {
+                l.variant_test = Some(variant_test(&l.variants, cfg.report.variant_min_sends));
+            }
             l
         })
         .collect())
@@ -547,6 +712,38 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_proportions_match_the_textbook() {
+        // 50/100 against 30/100: pooled 0.4, z = 2.887, p = 0.0039.
+        let (z, p) = two_proportion(50, 100, 30, 100).unwrap();
+        assert!((z - 2.8868).abs() < 1e-3, "{z}");
+        assert!((p - 0.00389).abs() < 1e-4, "{p}");
+        let (z, p) = two_proportion(10, 100, 10, 100).unwrap();
+        assert_eq!(z, 0.0);
+        assert!((p - 1.0).abs() < 1e-6);
+        assert_eq!(two_proportion(0, 0, 1, 10), None);
+        assert_eq!(two_proportion(0, 10, 0, 10), None, "no replies at all: nothing to compare");
+        assert!((normal_cdf(1.959964) - 0.975).abs() < 1e-6);
+    }
+
+    #[test]
+    fn variants_get_a_verdict_only_with_enough_sends() {
+        let v = |name: &str, sent: u64, replied: u64| VariantLine {
+            variant: name.into(),
+            weight: Some(1),
+            sent,
+            replied,
+            reply_rate: Some(replied as f64 / sent as f64),
+        };
+        let t = variant_test(&[v("a", 99, 50), v("b", 120, 10)], 100);
+        assert_eq!((t.verdict, t.p_value), ("not enough data", None));
+        let t = variant_test(&[v("a", 100, 30), v("b", 100, 50)], 100);
+        assert_eq!(t.verdict, "significant");
+        assert_eq!(t.compared, ["b", "a"]);
+        let t = variant_test(&[v("a", 100, 30), v("b", 100, 33)], 100);
+        assert_eq!(t.verdict, "not significant");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

@@ -90,7 +90,7 @@ pub(super) fn threshold_text(f: &Flag) -> String {
     match f.name {
         super::flag::BOTTLENECK | super::flag::BOUNCE_PAUSE => format!("> {:.0}%", n.unwrap_or(0.0) * 100.0),
         super::flag::THIN_FRONT => format!("< {}", v),
-        super::flag::OVERDUE | super::flag::STALE => format!("> {}", v.as_str().unwrap_or_default()),
+        super::flag::OVERDUE | super::flag::STALE | super::flag::OVERDUE_TASKS => format!("> {}", v.as_str().unwrap_or_default()),
         _ => format!("> {}", v),
     }
 }
@@ -149,6 +149,7 @@ impl Report {
             let rows: Vec<Vec<String>> = self
                 .steps
                 .iter()
+                .filter(|s| s.tasks.is_none())
                 .map(|s| {
                     vec![
                         clip(&s.sequence, 20),
@@ -176,6 +177,71 @@ impl Report {
                 &rows,
                 2,
             ));
+        }
+
+        let tasks: Vec<&super::StepLine> = self.steps.iter().filter(|s| s.tasks.is_some()).collect();
+        if !tasks.is_empty() {
+            out.push_str("\nTask steps\n");
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|s| {
+                    let f = s.tasks.clone().unwrap_or_default();
+                    vec![
+                        clip(&s.sequence, 20),
+                        clip(&s.label, 28),
+                        f.open.to_string(),
+                        f.done.to_string(),
+                        f.skipped.to_string(),
+                        f.timed_out.to_string(),
+                        f.cancelled.to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[
+                    ("sequence", Align::Left),
+                    ("step", Align::Left),
+                    ("open", Align::Right),
+                    ("done", Align::Right),
+                    ("skipped", Align::Right),
+                    ("timed out", Align::Right),
+                    ("cancelled", Align::Right),
+                ],
+                &rows,
+                2,
+            ));
+        }
+        let tested: Vec<&super::StepLine> = self.steps.iter().filter(|s| !s.variants.is_empty()).collect();
+        if !tested.is_empty() {
+            out.push_str("\nA/B variants\n");
+            for s in tested {
+                out.push_str(&format!("  {} step {}\n", s.sequence, s.step.unwrap_or(0)));
+                let rows: Vec<Vec<String>> = s
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            clip(&v.variant, 28),
+                            v.sent.to_string(),
+                            v.replied.to_string(),
+                            v.reply_rate.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table(
+                    &[("variant", Align::Left), ("sent", Align::Right), ("replied", Align::Right), ("reply rate", Align::Right)],
+                    &rows,
+                    4,
+                ));
+                if let Some(t) = &s.variant_test {
+                    let why = match (t.verdict, t.p_value) {
+                        ("not enough data", _) => format!(" (fewer than {} sends for a variant)", t.min_sends),
+                        (_, Some(p)) => format!(" (p = {p:.3}, two-proportion test)"),
+                        _ => String::new(),
+                    };
+                    out.push_str(&format!("    {}: {}{why}\n", t.compared.join(" vs "), t.verdict));
+                }
+            }
         }
 
         out.push_str("\nSpeed to lead (enrollment to first email)\n");

@@ -184,6 +184,8 @@ impl Store {
                     .bind(if a.kind == TouchKind::Bounce { "bounced" } else { "unsubscribed" }).bind(now).bind(a.kind.as_str()).bind(addr)
                     .execute(&mut *tx).await?;
             }
+            // A reply (or a stop) leaves the rep nothing to do there.
+            sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(out)

@@ -138,7 +138,7 @@ pub(crate) fn update_last_touch() -> &'static str {
 
 /// System bookkeeping does not make a lead look recently worked.
 pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
-    !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused)
+    !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
 }
 
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
@@ -382,6 +382,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             touch!(tx, NewTouch { lead_id, enrollment_id: Some(e.id), kind: Some(touch_kind), at: now, rep: Some(&e.rep), detail, ..Default::default() }, now);
+            sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(e))
         })
@@ -454,6 +455,7 @@ impl Store {
                 let detail = format!("{pattern} suppressed: {reason}");
                 touch!(tx, NewTouch { lead_id: *lead_id, enrollment_id: Some(*eid), kind: Some(TouchKind::Suppressed), at: now, rep: Some(rep), detail: Some(&detail), ..Default::default() }, now);
             }
+            sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(live.len() as u64)
         })

@@ -22,6 +22,7 @@ mod leads;
 mod outbox;
 mod report;
 mod rows;
+pub(crate) mod tasks;
 
 pub use board::*;
 pub use inbox::*;
@@ -29,6 +30,7 @@ pub use leads::*;
 pub use outbox::*;
 pub use report::*;
 pub use rows::*;
+pub use tasks::{AwaitingReply, NewTask, OverdueTasks, QuietLead, TaskClose, TaskEnd, TaskFilter, TaskRow, TaskStepCount, VariantCount};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds.
 macro_rules! dispatch {
@@ -126,8 +128,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
+            let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(open_err)?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            migrate_sqlite(&pool, &file).await?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
@@ -159,6 +162,28 @@ impl Store {
     pub async fn close(&self) {
         dispatch!(self, pool => pool.close().await)
     }
+}
+
+/// Runs the SQLite migrations under an exclusive lock on `FILE.migrate-lock`.
+/// sqlx's SQLite migrator takes no lock of its own, so two processes opening
+/// a new database at once (`cadence run` and a `cadence enroll` from the
+/// shell) could both apply the first migration. Where the lock file cannot
+/// be created (a read-only folder) the migration runs unlocked: it can then
+/// only be reading an already migrated database.
+async fn migrate_sqlite(pool: &SqlitePool, file: &std::path::Path) -> Result<(), StoreError> {
+    let mut lock_path = file.as_os_str().to_owned();
+    lock_path.push(".migrate-lock");
+    let lock = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).ok()?;
+        f.lock().ok()?;
+        Some(f)
+    })
+    .await
+    .ok()
+    .flatten();
+    let result = sqlx::migrate!("./migrations/sqlite").run(pool).await;
+    drop(lock);
+    Ok(result?)
 }
 
 fn hostname() -> String {

@@ -49,6 +49,10 @@ pub enum Decision<T> {
     Archive(String),
     /// The enrollment is complete (no last chance, no archive).
     Complete(String),
+    /// A task step fell due: create the task and wait for the rep.
+    CreateTask(super::NewTask),
+    /// The open task timed out: close it and move on.
+    TaskTimeout(Advance),
 }
 
 /// The outbox row to create for a claimed send.
@@ -197,7 +201,8 @@ impl Store {
                 );
                 if !full.is_empty() {
                     let reps: Vec<String> = full.iter().map(|r| format!("'{}'", r.replace('\'', "''"))).collect();
-                    sql.push_str(&format!(" AND rep NOT IN ({})", reps.join(", ")));
+                    // Manual work is never held by a rep's send caps.
+                    sql.push_str(&format!(" AND (rep NOT IN ({}) OR phase IN {})", reps.join(", "), super::tasks::TASK_PHASES));
                 }
                 let page = (limit - claimed.len()).clamp(16, 512);
                 sql.push_str(&format!(" ORDER BY next_at, id LIMIT {page}{}", skip_locked(pool)));
@@ -213,7 +218,7 @@ impl Store {
                     scanned += 1;
                     after_at = e.next_at.unwrap_or(i64::MIN);
                     after_id = e.id;
-                    if full.contains(&e.rep) {
+                    if full.contains(&e.rep) && !super::tasks::is_task_phase(&e.phase) {
                         continue;
                     }
                     let Some(lead) = leads.get(&e.lead_id) else { continue };
@@ -304,6 +309,12 @@ impl Store {
                                 touch!(tx, NewTouch { lead_id: e.lead_id, enrollment_id: Some(e.id), kind: Some(TouchKind::StageChange), at: now, rep: Some(&e.rep), detail: Some(&detail), ..Default::default() }, now);
                             }
                             touch!(tx, NewTouch { lead_id: e.lead_id, enrollment_id: Some(e.id), kind: Some(TouchKind::Archived), at: now, rep: Some(&e.rep), detail: Some(&why), ..Default::default() }, now);
+                        }
+                        Decision::CreateTask(t) => {
+                            super::tasks::create_task!(tx, &e, &t, now);
+                        }
+                        Decision::TaskTimeout(advance) => {
+                            super::tasks::timeout_task!(tx, &e, &advance, now);
                         }
                         Decision::Complete(why) => {
                             sqlx::query("UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = $2 WHERE id = $3")

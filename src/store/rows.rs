@@ -93,6 +93,12 @@ impl EnrollmentRow {
 pub enum Phase {
     /// Send step `step` of the sequence.
     Step,
+    /// Step `step` is a task: create it for the rep when due (in the
+    /// window). Kept apart from `Step` so the claim can tell manual work,
+    /// which no send cap holds, from emails.
+    TaskDue,
+    /// The task of step `step` is open; `next_at` is its timeout.
+    Task,
     /// Send the last-chance email.
     LastChance,
     /// Archive the lead (no email).
@@ -103,6 +109,8 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Step => "step",
+            Phase::TaskDue => "task_due",
+            Phase::Task => "task",
             Phase::LastChance => "last_chance",
             Phase::Archive => "archive",
         }
@@ -110,6 +118,8 @@ impl Phase {
     pub fn parse(s: &str) -> Phase {
         match s {
             "last_chance" => Phase::LastChance,
+            "task_due" => Phase::TaskDue,
+            "task" => Phase::Task,
             "archive" => Phase::Archive,
             _ => Phase::Step,
         }

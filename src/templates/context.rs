@@ -99,3 +99,18 @@ pub fn sample_digest_context() -> Value {
         "report": "prospecting 12 leads, 48000\nconnecting 4 leads, 22000\n",
     })
 }
+
+/// The agenda email's sample data (`templates/agenda.hbs`): `date`, `rep`
+/// (name, email), counts of `tasks`, `replies`, `quiet` and `emails`, and
+/// `agenda` (the whole plain-text agenda).
+pub fn sample_agenda_context() -> Value {
+    json!({
+        "date": "2026-01-05",
+        "rep": { "id": "nik", "name": "Nik Levnaich", "email": "nik@example.com" },
+        "tasks": 2,
+        "replies": 1,
+        "quiet": 0,
+        "emails": 14,
+        "agenda": "Tasks due (2)\n  10:00  call  Ana Lee (Acme)\n",
+    })
+}

@@ -18,11 +18,14 @@ use std::sync::Arc;
 use handlebars::{Context, Handlebars, Helper, RenderContext, RenderError as HbError, RenderErrorReason, ScopedJson};
 use sha2::{Digest, Sha256};
 
-pub use context::{lead_context, sample_context, sample_digest_context, LeadVars, RepVars};
+pub use context::{lead_context, sample_agenda_context, sample_context, sample_digest_context, LeadVars, RepVars};
 
 /// The name of the manager digest template: rendered with report data, not
 /// a lead, and never used as a sequence step.
 pub const DIGEST: &str = "digest";
+/// The name of the rep's agenda email template (`[agenda] schedule`):
+/// rendered with the agenda, not a lead.
+pub const AGENDA: &str = "agenda";
 
 /// A problem found while loading templates: file, line (when known), message.
 pub type TemplateProblem = (PathBuf, Option<usize>, String);
@@ -324,7 +327,7 @@ impl Templates {
     /// `{{#if}}`), then a real strict render.
     fn check_one(&self, name: &str, at: &Places, partial_files: &BTreeMap<String, PathBuf>, problems: &mut Vec<TemplateProblem>) {
         let before = problems.len();
-        if name != DIGEST {
+        if name != DIGEST && name != AGENDA {
             let parts = [
                 (format!("subject:{name}"), &self.inner.text, at.file.clone(), at.subject_line - 1),
                 (format!("text:{name}"), &self.inner.text, at.file.clone(), at.body_line - 1),
@@ -344,7 +347,11 @@ impl Templates {
         if problems.len() > before {
             return;
         }
-        let ctx = if name == DIGEST { sample_digest_context() } else { sample_context() };
+        let ctx = match name {
+            DIGEST => sample_digest_context(),
+            AGENDA => sample_agenda_context(),
+            _ => sample_context(),
+        };
         if let Err(e) = self.render(name, &ctx) {
             let message = match e {
                 RenderError::MissingVariable { variable, .. } => check::missing_message(&variable),

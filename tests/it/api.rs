@@ -25,6 +25,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/leads/{email}/stage"),
     ("POST", "/api/v1/leads/{email}/notes"),
     ("GET", "/api/v1/report"),
+    ("GET", "/api/v1/tasks"),
+    ("POST", "/api/v1/tasks/{id}/done"),
+    ("POST", "/api/v1/tasks/{id}/skip"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/unsubscribe/{token}"),
     ("POST", "/unsubscribe/{token}"),
@@ -68,7 +71,13 @@ impl Api {
     /// Project with reps `nik` and `ana` (both with API tokens) and a
     /// manager token; `cadence run` started and its port read from the log.
     fn start() -> Api {
+        Api::start_with(|_| {})
+    }
+
+    /// As [`Api::start`], with more files written before the daemon starts.
+    fn start_with(prepare: impl FnOnce(&Project)) -> Api {
         let p = Project::new(Opts { extra_daemon: "manager_token_env = \"CADENCE_MANAGER_TOKEN\"".into(), ..Opts::default() });
+        prepare(&p);
         let path = p.tmp.config_path();
         let text = std::fs::read_to_string(&path).expect("read config");
         let sig = "signature = \"Nik\\nVendor Co.\"\n";
@@ -474,4 +483,48 @@ async fn openapi_documents_every_route_and_metrics_and_health_answer() {
     // A fresh client: a pooled connection would fail differently.
     let err = reqwest::Client::new().get(format!("{base}/healthz")).send().await.expect_err("the API must be down after SIGTERM");
     assert!(err.is_connect(), "{err}");
+}
+
+/// Tasks over the API: a rep lists and closes only its own; the manager
+/// sees and closes all; a closed task answers 409.
+#[tokio::test]
+async fn tasks_are_listed_and_closed_per_rep() {
+    let api = Api::start_with(|p| {
+        p.tmp.write_sequence(
+            "call-first",
+            "send_window = { days = \"Mon-Sun\", start = \"00:00\", end = \"24:00\" }\n\n[[steps]]\nwait = \"0s\"\nkind = \"task\"\n\
+             task = \"call\"\ninstructions = \"script\"\ntask_timeout = \"2 days\"\n\n[[steps]]\nwait = \"2 days\"\ntemplate = \"intro\"\n",
+        );
+        p.tmp.write_template("script", "---\nsubject: \"s\"\n---\nCall {{default first_name \"them\"}} at {{company}}.\n");
+    });
+    api.enroll(NIK, json!({"email": "ana@acme.example", "sequence": "call-first", "company": "Acme", "first_name": "Ana"})).await;
+    api.enroll(ANA, json!({"email": "bo@globex.example", "sequence": "call-first", "company": "Globex"})).await;
+    let all = crate::support::poll_until("both tasks created", Duration::from_secs(20), || async {
+        let (_, v) = api.get("/api/v1/tasks", MANAGER).await;
+        (v["count"] == 2).then_some(v)
+    })
+    .await;
+    let (s, nik) = api.get("/api/v1/tasks", NIK).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(nik["count"], 1);
+    assert_eq!(nik["tasks"][0]["email"], "ana@acme.example");
+    assert_eq!(nik["tasks"][0]["instructions"], "Call Ana at Acme.");
+    assert_eq!(api.get("/api/v1/tasks?rep=ana", NIK).await.1["count"], 0, "a rep sees no other rep's tasks");
+    let nik_id = nik["tasks"][0]["id"].as_i64().unwrap();
+    let ana_id = all["tasks"].as_array().unwrap().iter().find(|t| t["rep"] == "ana").unwrap()["id"].as_i64().unwrap();
+    // Another rep's task answers like a missing one.
+    let (s, v) = api.post(&format!("/api/v1/tasks/{nik_id}/done"), ANA, json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.post("/api/v1/tasks/999999/skip", NIK, json!({})).await.0, StatusCode::NOT_FOUND);
+    let (s, v) = api.post(&format!("/api/v1/tasks/{nik_id}/done"), NIK, json!({"note": "Left a voicemail"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["state"].as_str(), v["note"].as_str()), (Some("done"), Some("Left a voicemail")));
+    let (s, v) = api.post(&format!("/api/v1/tasks/{nik_id}/skip"), NIK, json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = api.post(&format!("/api/v1/tasks/{ana_id}/skip"), MANAGER, json!({})).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("skipped")));
+    assert_eq!(api.get("/api/v1/tasks", MANAGER).await.1["count"], 0);
+    let (_, lead) = api.get("/api/v1/leads/ana@acme.example", NIK).await;
+    assert!(lead.to_string().contains("Left a voicemail"), "{lead}");
+    api.stop();
 }

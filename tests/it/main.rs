@@ -20,4 +20,5 @@ mod report;
 mod rig;
 mod scale;
 mod support;
+mod tasks;
 mod watch;
