@@ -281,7 +281,8 @@ after = "7 days"
             child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
             child.wait_with_output().expect("psql")
         } else {
-            std::process::Command::new("sqlite3").arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3")
+            // Wait for the daemon's write lock like cadence does, rather than fail.
+            std::process::Command::new("sqlite3").args(["-cmd", ".timeout 10000"]).arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3")
         };
         assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
         text(&out.stdout).trim().to_string()

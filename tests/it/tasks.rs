@@ -402,7 +402,7 @@ async fn tasks_and_the_agenda_on_postgres() {
     let db = crate::support::postgres::fresh_database().await;
     let p = calls_project(Opts::default());
     let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
-    p.tmp.write_config(&cfg.replacen(&p.tmp.database_url(), db.url(), 1));
+    p.tmp.write_config(&cfg.replacen(&p.db_url, db.url(), 1));
     enroll(&p, "ana@acme.example", "Ana", "calls", "America/New_York", "2026-12-04T15:00:00Z");
     enroll(&p, "bo@bolt.example", "Bo", "calls", "America/New_York", "2026-12-04T15:00:00Z");
     assert_eq!(p.tick("2026-12-04T15:00:00Z")["sent"], 2);
