@@ -58,13 +58,25 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
     for (rep, result) in crate::inbox::watch::sync_all_once(&engine.config(), &engine.store, &engine.clock).await {
         match result {
             Ok(r) => tracing::info!(rep = %rep, messages = r.uids.len(), acted = r.acted, "inbox synced"),
-            Err(e) => eprintln!("cadence: inbox of rep `{rep}` not synced: {e}; its sending waits (max_inbox_lag)"),
+            Err(e) => match cli.log_format {
+                super::LogFormat::Json => tracing::warn!(rep = %rep, error = %e, "inbox not synced; its sending waits (max_inbox_lag)"),
+                super::LogFormat::Text => eprintln!("cadence: inbox of rep `{rep}` not synced: {e}; its sending waits (max_inbox_lag)"),
+            },
         }
     }
     let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     let hygiene =
         crate::engine::hygiene::run_due(&engine, engine.clock.now()).await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     engine.store.close().await;
+    tracing::info!(
+        sent = stats.sent,
+        retrying = stats.retried,
+        failed = stats.failed,
+        bounced = stats.bounced,
+        unknown = stats.unknown,
+        resumed = stats.resumed,
+        "tick done"
+    );
     if json {
         let mut out = serde_json::to_value(&stats).expect("stats serialise");
         out["hygiene"] = serde_json::to_value(&hygiene).expect("hygiene serialises");

@@ -2,7 +2,9 @@
 //! is in [`crate::ops`], the [`crate::engine`] and the [`crate::store`].
 
 mod daemon;
+mod generate;
 mod import;
+pub mod init;
 mod leads;
 mod output;
 mod report;
@@ -114,6 +116,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a working starter project (config, a sequence, templates) into DIR; never overwrites
+    Init {
+        /// Project folder, created if missing
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `cadence completions bash > /etc/bash_completion.d/cadence`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into --dir
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -223,12 +241,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Explain { email, json } => daemon::explain(&cli, email, *json).await,
         Command::Simulate(args) => daemon::simulate(&cli, args),
         Command::Classify { file, json } => daemon::classify(file, *json),
+        Command::Init { dir } => init::init(dir),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { dir } => generate::man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(f) => {
             if !f.message.is_empty() {
-                eprintln!("cadence: {}", f.message.trim_end());
+                // With JSON logs, stderr stays one JSON object per line.
+                match cli.log_format {
+                    LogFormat::Json => tracing::error!(exit_code = f.code, "{}", f.message.trim_end()),
+                    LogFormat::Text => eprintln!("cadence: {}", f.message.trim_end()),
+                }
             }
             ExitCode::from(f.code)
         }

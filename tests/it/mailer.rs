@@ -341,4 +341,3 @@ async fn file_transport_writes_one_eml() {
     assert_eq!(files[0].file_name().unwrap().to_str().unwrap(), format!("{}.eml", o.message_id));
     assert_eq!(std::fs::read(&files[0]).unwrap(), prepare(&o).unwrap().bytes);
 }
-
