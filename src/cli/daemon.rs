@@ -36,7 +36,8 @@ fn require_secret(cfg: &config::Config) -> Result<Vec<u8>, Failure> {
         Failure::new(
             EXIT_FAILURE,
             format!(
-                "environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env)",
+                "environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env); \
+                 set it to a long random string and keep it stable, e.g. export {0}=\"$(openssl rand -hex 32)\"",
                 cfg.daemon.secret_env
             ),
         )

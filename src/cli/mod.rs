@@ -173,7 +173,19 @@ impl From<OpError> for Failure {
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Failure::new(EXIT_FAILURE, e.to_string())
+        use crate::store::StoreError;
+        let hint = match &e {
+            StoreError::Open { url, .. } if url.starts_with("sqlite:") => {
+                "; check that its folder exists and is writable by this user (daemon.database_url or CADENCE_DATABASE_URL)"
+            }
+            StoreError::Open { .. } => {
+                "; check that PostgreSQL is running and that the URL's host, user, password and database are right (daemon.database_url or CADENCE_DATABASE_URL)"
+            }
+            StoreError::BadUrl(_) => " (e.g. sqlite://cadence.db or postgres://cadence@localhost/cadence)",
+            StoreError::Migrate(_) => "; was the database written by a newer cadence? Use that version, or restore a backup",
+            _ => "",
+        };
+        Failure::new(EXIT_FAILURE, format!("{e}{hint}"))
     }
 }
 

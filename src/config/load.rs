@@ -135,7 +135,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 file: path.to_path_buf(),
                 key: None,
                 line: None,
-                message: format!("cannot read: {e}"),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("cannot read: {e}; create a project with `cadence init`, or point --config (or CADENCE_CONFIG) at cadence.toml")
+                } else {
+                    format!("cannot read: {e}")
+                },
             });
             None
         }
@@ -433,11 +437,8 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
     for (i, rep) in reps.iter_mut().enumerate() {
         let from = rep.email.domain().to_string();
         if rep.dkim.is_none() {
-            rep.dkim = domain_keys
-                .iter()
-                .filter(|d| crate::mailer::dkim::aligned(&d.domain, &from))
-                .max_by_key(|d| d.domain.len())
-                .cloned();
+            rep.dkim =
+                domain_keys.iter().filter(|d| crate::mailer::dkim::aligned(&d.domain, &from)).max_by_key(|d| d.domain.len()).cloned();
         } else if let Some(d) = &rep.dkim {
             if !d.domain.is_empty() && !crate::mailer::dkim::aligned(&d.domain, &from) {
                 sink.warn(
@@ -468,7 +469,8 @@ fn dkim_table(k: &mut Table, sink: &mut Sink, root: &Path, env: &dyn Fn(&str) ->
         v.v
     });
     let selector = k.req_str(sink, "selector").map(|v| {
-        let ok = !v.v.is_empty() && v.v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let ok = !v.v.is_empty()
+            && v.v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         if !ok {
             sink.error_at(&v, format!("{:?} is not a DKIM selector (letters, digits, `-`; e.g. \"cadence\")", v.v));
         }
@@ -538,7 +540,7 @@ fn env_name(sink: &mut Sink, v: &Val<String>) -> Option<()> {
 fn check_database_url(sink: &mut Sink, key: &str, span: Option<&std::ops::Range<usize>>, url: &str, from: &str) {
     let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !ok {
-        sink.error(key, span, format!("{url:?}{from} is neither sqlite://PATH nor postgres://..."));
+        sink.error(key, span, format!("{url:?}{from} is neither sqlite://PATH nor postgres://... (e.g. sqlite://cadence.db, postgres://cadence@localhost/cadence)"));
     }
 }
 

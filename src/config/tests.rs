@@ -358,7 +358,8 @@ fn cron_expressions_are_checked_with_seconds_and_day_names() {
     }
 }
 
-const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICW/r4W28LiwDAnFXk8WBruUeXO9KlJ8LaPRixqawxfO\n-----END PRIVATE KEY-----\n";
+const ED25519_PEM: &str =
+    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICW/r4W28LiwDAnFXk8WBruUeXO9KlJ8LaPRixqawxfO\n-----END PRIVATE KEY-----\n";
 
 fn dkim_main(dkim: &str) -> String {
     format!(
@@ -413,10 +414,7 @@ fn dkim_keys_are_read_and_checked_at_load() {
 
 #[test]
 fn per_domain_dkim_applies_to_reps_of_that_domain() {
-    let main = format!(
-        "{}\n[[dkim]]\ndomain = \"example.com\"\nselector = \"cadence\"\nprivate_key_file = \"dkim.pem\"\n",
-        dkim_main("")
-    );
+    let main = format!("{}\n[[dkim]]\ndomain = \"example.com\"\nselector = \"cadence\"\nprivate_key_file = \"dkim.pem\"\n", dkim_main(""));
     let (cfg, problems) = dkim_problems(&main, &[("dkim.pem", ED25519_PEM)], &no_env);
     let cfg = cfg.unwrap_or_else(|| panic!("{problems:?}"));
     let nik = cfg.reps[0].dkim.as_ref().expect("nik@mail.example.com is under example.com");

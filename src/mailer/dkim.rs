@@ -11,7 +11,10 @@
 //! Signed headers include `List-Unsubscribe` and `List-Unsubscribe-Post`:
 //! RFC 8058 one-click unsubscribe only counts when a DKIM signature covers
 //! them. Threading headers are signed even when absent, so that nobody on
-//! the way can add them (RFC 6376 §5.4).
+//! the way can add them (RFC 6376 §5.4). `Content-Type` is not signed:
+//! lettre writes it with the body, after signing, so it would be hashed as
+//! absent and every signature would fail (the body hash covers the MIME
+//! structure anyway).
 
 use std::path::Path;
 
@@ -38,7 +41,6 @@ const SIGNED_HEADERS: &[&str] = &[
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "MIME-Version",
-    "Content-Type",
 ];
 
 /// RFC 8301: verifiers refuse RSA keys under 1024 bits.
@@ -102,7 +104,8 @@ pub fn parse_key(text: &str) -> Result<ParsedKey, KeyError> {
     if let Some(rest) = text.strip_prefix("-----BEGIN ") {
         let (label, rest) = rest.split_once("-----").ok_or_else(|| KeyError::NotPem("unterminated BEGIN line".into()))?;
         let end = format!("-----END {label}-----");
-        let body = rest.split(end.as_str()).next().filter(|_| rest.contains(&end)).ok_or_else(|| KeyError::NotPem(format!("no {end} line")))?;
+        let body =
+            rest.split(end.as_str()).next().filter(|_| rest.contains(&end)).ok_or_else(|| KeyError::NotPem(format!("no {end} line")))?;
         let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
         let der = b64.decode(body).map_err(|e| KeyError::NotPem(format!("bad base64 inside the PEM block: {e}")))?;
         return match label {
@@ -200,12 +203,17 @@ pub fn read_key(dkim: &Dkim, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
     if let Some(file) = &dkim.private_key_file {
         let path = if file.is_absolute() { file.clone() } else { root.join(file) };
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!("cannot read the DKIM key {}: {e}; point private_key_file at the PEM file (readable by the user cadence runs as)", path.display())
+            format!(
+                "cannot read the DKIM key {}: {e}; point private_key_file at the PEM file (readable by the user cadence runs as)",
+                path.display()
+            )
         })?;
         return parse_key(&text).map_err(|e| format!("{} is not a usable DKIM key: {e}", path.display()));
     }
     if let Some(var) = &dkim.private_key_env {
-        let text = env(var).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable {var} is not set: it holds the DKIM private key"))?;
+        let text = env(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("environment variable {var} is not set: it holds the DKIM private key"))?;
         return parse_key(&text).map_err(|e| format!("environment variable {var} does not hold a usable DKIM key: {e}"));
     }
     Err("give private_key_file or private_key_env".into())
@@ -224,7 +232,8 @@ mod tests {
     use super::*;
 
     // Made for these tests with `openssl genpkey -algorithm ed25519`.
-    const ED25519_PKCS8: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICW/r4W28LiwDAnFXk8WBruUeXO9KlJ8LaPRixqawxfO\n-----END PRIVATE KEY-----\n";
+    const ED25519_PKCS8: &str =
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICW/r4W28LiwDAnFXk8WBruUeXO9KlJ8LaPRixqawxfO\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn ed25519_pkcs8_and_bare_seed() {
@@ -257,7 +266,10 @@ mod tests {
     fn useless_keys_say_why() {
         assert_eq!(parse_key("  ").unwrap_err(), KeyError::Empty);
         assert!(matches!(parse_key("not a key!").unwrap_err(), KeyError::NotPem(_)));
-        assert_eq!(parse_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----").unwrap_err(), KeyError::Encrypted);
+        assert_eq!(
+            parse_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----").unwrap_err(),
+            KeyError::Encrypted
+        );
         assert!(matches!(parse_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").unwrap_err(), KeyError::WrongPem(_)));
         assert!(matches!(parse_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").unwrap_err(), KeyError::Unreadable(_)));
         let msg = parse_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").unwrap_err().to_string();

@@ -9,6 +9,7 @@
 mod api;
 mod classify;
 mod cli;
+mod deploy;
 mod engine;
 mod fixtures;
 mod inbox;
