@@ -1,6 +1,7 @@
 //! The `cadence` binary: parse arguments, set up logging, hand over to the
 //! library.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,7 +24,9 @@ fn main() -> ExitCode {
         }),
         _ => EnvFilter::new(default_level),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a journal or a log file gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cli.log_format {
         // One object per line; the field names (`timestamp`, `level`,
         // `target`, `message`, then the event's own fields) are a contract.

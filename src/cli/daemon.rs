@@ -111,7 +111,13 @@ pub async fn run(cli: &Cli) -> CliResult {
     let missing = config::missing_secrets(&cfg);
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
-        return Err(Failure::new(EXIT_FAILURE, format!("{}\nset these environment variables before `cadence run`", list.join("\n"))));
+        return Err(Failure::new(
+            EXIT_FAILURE,
+            format!(
+                "{}\nset these environment variables before `cadence run` (export them, or under systemd put them in the EnvironmentFile)",
+                list.join("\n")
+            ),
+        ));
     }
     let engine = engine(cli).await?;
     tracing::info!(database = %crate::store::redact_url(&cfg.daemon.database_url), reps = cfg.reps.len(), sequences = cfg.sequences.len(), "cadence started");

@@ -167,7 +167,11 @@ impl From<OpError> for Failure {
             OpError::NotFound(_) | OpError::Usage(_) => EXIT_USAGE,
             OpError::Store(_) => EXIT_FAILURE,
         };
-        Failure::new(code, e.to_string())
+        let hint = match &e {
+            OpError::NotFound(m) if m.starts_with("no lead ") => " (`cadence leads` lists them; addresses match case-insensitively)",
+            _ => "",
+        };
+        Failure::new(code, format!("{e}{hint}"))
     }
 }
 

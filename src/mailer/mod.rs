@@ -108,7 +108,7 @@ impl RepMailer {
             }
         };
         let signer = match &rep.dkim {
-            Some(d) => Some(dkim::DkimSigner::load(d, root).map_err(|e| SendError::Local(format!("rep `{}`: {e}", rep.id)))?),
+            Some(d) => Some(dkim::DkimSigner::load(d, root).map_err(SendError::Local)?),
             None => None,
         };
         Ok(RepMailer { transport, signer })

@@ -137,6 +137,7 @@ fn init_makes_a_project_that_checks_sends_and_runs_outside_the_repository() {
         spawn(&project, &["run"], &[("CADENCE_SECRET", SECRET), ("CADENCE_HTTP_LISTEN", "127.0.0.1:0")], tmp.path().join("run.log"));
     let log = start_reload_stop(daemon);
     assert!(log.contains("cadence started"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes when stderr is not a terminal (journald, log files):\n{log}");
 }
 
 /// The files `init` writes are the shipped example, file for file; a second
@@ -472,7 +473,23 @@ fn dkim_signatures_verify_with_an_independent_verifier() {
         assert!(out.status.success(), "{}: check: {}{}", case.kind, text(&out.stdout), text(&out.stderr));
         assert!(!text(&out.stdout).contains("dkim"), "{}: a good key draws no warning: {}", case.kind, text(&out.stdout));
 
-        p.enroll("ana@acme.example", "UTC", MONDAY);
+        // Non-ASCII and long enough to be encoded and folded in headers.
+        p.ok(&[
+            "enroll",
+            "zoe@acme.example",
+            "--sequence",
+            "outreach",
+            "--first-name",
+            "Zoë",
+            "--last-name",
+            "Müller-Lüdenscheidt",
+            "--company",
+            "Café de la Société Générale des Transports Internationaux Européens",
+            "--timezone",
+            "UTC",
+            "--now",
+            MONDAY,
+        ]);
         let mut tick = p.tmp.cadence();
         tick.env("CADENCE_SECRET", SECRET).args(["tick", "--now", MONDAY, "--json"]);
         for (k, v) in &env {
