@@ -36,7 +36,8 @@ fn require_secret(cfg: &config::Config) -> Result<Vec<u8>, Failure> {
         Failure::new(
             EXIT_FAILURE,
             format!(
-                "environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env)",
+                "environment variable {} is not set: it holds the secret that signs unsubscribe links (daemon.secret_env); \
+                 set it to a long random string and keep it stable, e.g. export {0}=\"$(openssl rand -hex 32)\"",
                 cfg.daemon.secret_env
             ),
         )
@@ -58,7 +59,10 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
     for (rep, result) in crate::inbox::watch::sync_all_once(&engine.config(), &engine.store, &engine.clock).await {
         match result {
             Ok(r) => tracing::info!(rep = %rep, messages = r.uids.len(), acted = r.acted, "inbox synced"),
-            Err(e) => eprintln!("cadence: inbox of rep `{rep}` not synced: {e}; its sending waits (max_inbox_lag)"),
+            Err(e) => match cli.log_format {
+                super::LogFormat::Json => tracing::warn!(rep = %rep, error = %e, "inbox not synced; its sending waits (max_inbox_lag)"),
+                super::LogFormat::Text => eprintln!("cadence: inbox of rep `{rep}` not synced: {e}; its sending waits (max_inbox_lag)"),
+            },
         }
     }
     let stats = engine.run_until_idle().await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
@@ -67,6 +71,15 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
     let agenda =
         crate::engine::agenda::run_due(&engine, engine.clock.now()).await.map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     engine.store.close().await;
+    tracing::info!(
+        sent = stats.sent,
+        retrying = stats.retried,
+        failed = stats.failed,
+        bounced = stats.bounced,
+        unknown = stats.unknown,
+        resumed = stats.resumed,
+        "tick done"
+    );
     if json {
         let mut out = serde_json::to_value(&stats).expect("stats serialise");
         out["hygiene"] = serde_json::to_value(&hygiene).expect("hygiene serialises");
@@ -104,7 +117,13 @@ pub async fn run(cli: &Cli) -> CliResult {
     let missing = config::missing_secrets(&cfg);
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
-        return Err(Failure::new(EXIT_FAILURE, format!("{}\nset these environment variables before `cadence run`", list.join("\n"))));
+        return Err(Failure::new(
+            EXIT_FAILURE,
+            format!(
+                "{}\nset these environment variables before `cadence run` (export them, or under systemd put them in the EnvironmentFile)",
+                list.join("\n")
+            ),
+        ));
     }
     // `--now` on the daemon starts its clock there, running at real speed.
     let clock = cli.now.map_or(crate::clock::Clock::System, crate::clock::Clock::starting_at);

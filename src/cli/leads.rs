@@ -150,7 +150,7 @@ pub async fn list(cli: &Cli, a: &LeadsArgs) -> CliResult {
 pub async fn show(cli: &Cli, email: &str, as_json: bool) -> CliResult {
     let ctx = cli.ctx().await?;
     let Some(d) = ctx.store.lead_detail(email).await? else {
-        return Err(Failure::new(EXIT_USAGE, format!("no lead {}", email.trim())));
+        return Err(Failure::new(EXIT_USAGE, format!("no lead {} (`cadence leads` lists them)", email.trim())));
     };
     let tz = d.lead.tz(ctx.cfg.daemon.timezone);
     if as_json {

@@ -2,7 +2,9 @@
 //! is in [`crate::ops`], the [`crate::engine`] and the [`crate::store`].
 
 mod daemon;
+mod generate;
 mod import;
+pub mod init;
 mod leads;
 mod output;
 mod report;
@@ -141,6 +143,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a working starter project (config, a sequence, templates) into DIR; never overwrites
+    Init {
+        /// Project folder, created if missing
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `cadence completions bash > /etc/bash_completion.d/cadence`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into --dir
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -180,13 +198,29 @@ impl From<OpError> for Failure {
             OpError::NotFound(_) | OpError::Usage(_) => EXIT_USAGE,
             OpError::Store(_) => EXIT_FAILURE,
         };
-        Failure::new(code, e.to_string())
+        let hint = match &e {
+            OpError::NotFound(m) if m.starts_with("no lead ") => " (`cadence leads` lists them; addresses match case-insensitively)",
+            _ => "",
+        };
+        Failure::new(code, format!("{e}{hint}"))
     }
 }
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Failure::new(EXIT_FAILURE, e.to_string())
+        use crate::store::StoreError;
+        let hint = match &e {
+            StoreError::Open { url, .. } if url.starts_with("sqlite:") => {
+                "; check that its folder exists and is writable by this user (daemon.database_url or CADENCE_DATABASE_URL)"
+            }
+            StoreError::Open { .. } => {
+                "; check that PostgreSQL is running and that the URL's host, user, password and database are right (daemon.database_url or CADENCE_DATABASE_URL)"
+            }
+            StoreError::BadUrl(_) => " (e.g. sqlite://cadence.db or postgres://cadence@localhost/cadence)",
+            StoreError::Migrate(_) => "; was the database written by a newer cadence? Use that version, or restore a backup",
+            _ => "",
+        };
+        Failure::new(EXIT_FAILURE, format!("{e}{hint}"))
     }
 }
 
@@ -257,12 +291,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tasks { rep, overdue, json } => tasks::list(&cli, rep.as_deref(), *overdue, *json).await,
         Command::Task { action } => tasks::finish(&cli, action).await,
         Command::Agenda { rep, date, json } => tasks::agenda(&cli, rep.as_deref(), *date, *json).await,
+        Command::Init { dir } => init::init(dir),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { dir } => generate::man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(f) => {
             if !f.message.is_empty() {
-                eprintln!("cadence: {}", f.message.trim_end());
+                // With JSON logs, stderr stays one JSON object per line.
+                match cli.log_format {
+                    LogFormat::Json => tracing::error!(exit_code = f.code, "{}", f.message.trim_end()),
+                    LogFormat::Text => eprintln!("cadence: {}", f.message.trim_end()),
+                }
             }
             ExitCode::from(f.code)
         }

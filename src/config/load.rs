@@ -87,6 +87,9 @@ impl std::error::Error for Problems {}
 pub const DEFAULT_STAGES: &[&str] = &["prospecting", "qualification", "connecting", "closing"];
 /// Environment variable that overrides `daemon.database_url`.
 pub const DATABASE_URL_ENV: &str = "CADENCE_DATABASE_URL";
+/// Environment variable that overrides `daemon.http_listen` (a service
+/// manager or a second instance on one machine picks the port).
+pub const HTTP_LISTEN_ENV: &str = "CADENCE_HTTP_LISTEN";
 
 /// Loads and validates the config at `path`, its sequences and templates.
 /// Returns the config with its warnings, or every problem found.
@@ -132,7 +135,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 file: path.to_path_buf(),
                 key: None,
                 line: None,
-                message: format!("cannot read: {e}"),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("cannot read: {e}; create a project with `cadence init`, or point --config (or CADENCE_CONFIG) at cadence.toml")
+                } else {
+                    format!("cannot read: {e}")
+                },
             });
             None
         }
@@ -252,13 +259,19 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
     if tick_interval.is_zero() {
         sink.error(&d.key_path("tick_interval"), None, "must be longer than 0s");
     }
-    let http_listen = d.str(sink, "http_listen").map(|v| {
-        let ok = v.v.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !ok {
+    let listen_ok = |s: &str| s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let mut http_listen = d.str(sink, "http_listen").map(|v| {
+        if !listen_ok(&v.v) {
             sink.error_at(&v, format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8025)", v.v));
         }
         v.v
     });
+    if let Some(listen) = env(HTTP_LISTEN_ENV).filter(|u| !u.is_empty()) {
+        if !listen_ok(&listen) {
+            sink.error("daemon.http_listen", None, format!("{listen:?} (from {HTTP_LISTEN_ENV}) is not HOST:PORT (e.g. 127.0.0.1:8025)"));
+        }
+        http_listen = Some(listen);
+    }
     let public_url = d.str(sink, "public_url").map(|v| {
         if !(v.v.starts_with("http://") || v.v.starts_with("https://")) || v.v.len() <= "https://".len() {
             sink.error_at(&v, format!("{:?} is not an http:// or https:// URL", v.v));
@@ -419,14 +432,90 @@ fn main_file(node: &tree::Node, sink: &mut Sink, root: &Path, env: &dyn Fn(&str)
                 ids.push(id.clone());
             }
         }
-        if let Some(rep) = rep(&mut t, sink, root, &daemon, secrets) {
+        if let Some(rep) = rep(&mut t, sink, root, &daemon, env, secrets) {
             reps.push(rep);
         }
         t.finish(sink);
     }
 
+    // [[dkim]]: one key per sending domain, for every rep of that domain
+    // (or below it) that has no [reps.dkim] of its own.
+    let mut domain_keys: Vec<Dkim> = Vec::new();
+    for mut k in top.tables(sink, "dkim") {
+        let d = dkim_table(&mut k, sink, root, env, secrets);
+        if !d.domain.is_empty() && domain_keys.iter().any(|o| o.domain.eq_ignore_ascii_case(&d.domain)) {
+            sink.error(&k.key_path("domain"), None, format!("[[dkim]] for {} is given twice; keep one", d.domain));
+        }
+        domain_keys.push(d);
+        k.finish(sink);
+    }
+    for (i, rep) in reps.iter_mut().enumerate() {
+        let from = rep.email.domain().to_string();
+        if rep.dkim.is_none() {
+            rep.dkim =
+                domain_keys.iter().filter(|d| crate::mailer::dkim::aligned(&d.domain, &from)).max_by_key(|d| d.domain.len()).cloned();
+        } else if let Some(d) = &rep.dkim {
+            if !d.domain.is_empty() && !crate::mailer::dkim::aligned(&d.domain, &from) {
+                sink.warn(
+                    &format!("reps[{i}].dkim.domain"),
+                    None,
+                    format!(
+                        "signing as {} while sending from {}: DMARC will not count this signature; use the From domain ({from}) or a parent of it",
+                        d.domain, rep.email
+                    ),
+                );
+            }
+        }
+    }
+
     top.finish(sink);
     Main { daemon, calendars, stages, hygiene, agenda, report, reps }
+}
+
+/// A `[reps.dkim]` or `[[dkim]]` table. The key is read and parsed here, so
+/// `cadence check` and every start refuse a key that cannot sign; a key in
+/// an unset variable is only the usual missing-secret warning.
+fn dkim_table(k: &mut Table, sink: &mut Sink, root: &Path, env: &dyn Fn(&str) -> Option<String>, secrets: &mut Vec<SecretKey>) -> Dkim {
+    let domain = k.req_str(sink, "domain").map(|v| {
+        let ok = !v.v.is_empty() && v.v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            sink.error_at(&v, format!("{:?} is not a domain name (e.g. example.com)", v.v));
+        }
+        v.v
+    });
+    let selector = k.req_str(sink, "selector").map(|v| {
+        let ok = !v.v.is_empty()
+            && v.v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if !ok {
+            sink.error_at(&v, format!("{:?} is not a DKIM selector (letters, digits, `-`; e.g. \"cadence\")", v.v));
+        }
+        v.v
+    });
+    let file = k.str(sink, "private_key_file");
+    let private_key_env = secret_env(k, sink, "private_key_env", secrets);
+    if file.is_some() == private_key_env.is_some() {
+        sink.error(
+            &k.path.clone(),
+            Some(&k.span.clone()),
+            "give exactly one of private_key_file (a PEM file) and private_key_env (a variable holding the PEM)",
+        );
+    }
+    let dkim = Dkim {
+        domain: domain.unwrap_or_default(),
+        selector: selector.unwrap_or_default(),
+        private_key_file: file.as_ref().map(|v| root.join(&v.v)),
+        private_key_env: private_key_env.clone(),
+    };
+    let key_is_set = private_key_env.as_deref().is_none_or(|var| env(var).is_some_and(|v| !v.is_empty()));
+    if dkim.private_key_file.is_some() != dkim.private_key_env.is_some() && key_is_set {
+        if let Err(why) = crate::mailer::dkim::read_key(&dkim, root, env) {
+            match &file {
+                Some(v) => sink.error_at(v, why),
+                None => sink.error(&k.key_path("private_key_env"), None, why),
+            }
+        }
+    }
+    dkim
 }
 
 const DEFAULT_HYGIENE: &str = "0 0 7 * * Mon-Fri";
@@ -466,7 +555,7 @@ fn env_name(sink: &mut Sink, v: &Val<String>) -> Option<()> {
 fn check_database_url(sink: &mut Sink, key: &str, span: Option<&std::ops::Range<usize>>, url: &str, from: &str) {
     let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !ok {
-        sink.error(key, span, format!("{url:?}{from} is neither sqlite://PATH nor postgres://..."));
+        sink.error(key, span, format!("{url:?}{from} is neither sqlite://PATH nor postgres://... (e.g. sqlite://cadence.db, postgres://cadence@localhost/cadence)"));
     }
 }
 
@@ -547,7 +636,14 @@ fn existing_file(t: &mut Table, sink: &mut Sink, key: &'static str, root: &Path)
     Some(path)
 }
 
-fn rep(t: &mut Table, sink: &mut Sink, root: &Path, daemon: &Daemon, secrets: &mut Vec<SecretKey>) -> Option<Rep> {
+fn rep(
+    t: &mut Table,
+    sink: &mut Sink,
+    root: &Path,
+    daemon: &Daemon,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Vec<SecretKey>,
+) -> Option<Rep> {
     let id = t.req_str(sink, "id");
     if let Some(id) = &id {
         if id.v.is_empty() || !id.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
@@ -593,16 +689,9 @@ fn rep(t: &mut Table, sink: &mut Sink, root: &Path, daemon: &Daemon, secrets: &m
     };
 
     let dkim = t.table(sink, "dkim").map(|mut k| {
-        sink.warn(&k.path.clone(), Some(&k.span.clone()), "DKIM signing has no effect yet: messages go out unsigned");
-        let domain = k.req_str(sink, "domain").map(|v| v.v).unwrap_or_default();
-        let selector = k.req_str(sink, "selector").map(|v| v.v).unwrap_or_default();
-        let private_key_file = k.str(sink, "private_key_file").map(|v| root.join(v.v));
-        let private_key_env = secret_env(&mut k, sink, "private_key_env", secrets);
-        if private_key_file.is_some() == private_key_env.is_some() {
-            sink.error(&k.path.clone(), Some(&k.span.clone()), "give exactly one of private_key_file and private_key_env");
-        }
+        let d = dkim_table(&mut k, sink, root, env, secrets);
         k.finish(sink);
-        Dkim { domain, selector, private_key_file, private_key_env }
+        d
     });
 
     let imap = match t.table(sink, "imap") {

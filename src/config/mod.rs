@@ -24,7 +24,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load, load_with_env, missing_secrets, Problem, Problems, Severity, DATABASE_URL_ENV, DEFAULT_STAGES};
+pub use load::{load, load_with_env, missing_secrets, Problem, Problems, Severity, DATABASE_URL_ENV, DEFAULT_STAGES, HTTP_LISTEN_ENV};
 
 /// Everything `cadence` needs to run, validated.
 #[derive(Debug, Clone)]

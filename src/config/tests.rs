@@ -276,7 +276,7 @@ fn every_planted_mistake_is_reported_with_file_and_key() {
     find(&main, Some("reps[1].smtp.transport"), Error, "smtp | file");
     assert_eq!(find(&main, Some("reps[1].id"), Error, "used twice").line, Some(34));
     // Warnings: features not built yet, no imap, unset secrets.
-    find(&main, Some("reps[0].dkim"), Warning, "no effect yet");
+    assert!(!problems.0.iter().any(|p| p.message.contains("DKIM") && p.message.contains("no effect")), "DKIM signs now");
     find(&main, Some("reps[0].imap"), Warning, "no reply detection");
     find(&main, Some("reps[0].api_token_env"), Warning, "TOKEN_UNSET");
     find(&main, Some("reps[0].dkim.private_key_env"), Warning, "DKIM_KEY");
@@ -359,4 +359,84 @@ fn cron_expressions_are_checked_with_seconds_and_day_names() {
             assert!(p.errors().any(|e| e.key.as_deref() == Some("hygiene.schedule") && e.message.contains("not a cron expression")), "{p}");
         }
     }
+}
+
+const ED25519_PEM: &str =
+    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICW/r4W28LiwDAnFXk8WBruUeXO9KlJ8LaPRixqawxfO\n-----END PRIVATE KEY-----\n";
+
+fn dkim_main(dkim: &str) -> String {
+    format!(
+        "[[reps]]\nid = \"nik\"\nname = \"Nik\"\nemail = \"nik@mail.example.com\"\n  [reps.smtp]\n  transport = \"file\"\n  dir = \"outbox\"\n{dkim}\n\n[[reps]]\nid = \"ana\"\nname = \"Ana\"\nemail = \"ana@other.example\"\n  [reps.smtp]\n  transport = \"file\"\n  dir = \"outbox\"\n"
+    )
+}
+
+fn dkim_problems(main: &str, files: &[(&str, &str)], env: &dyn Fn(&str) -> Option<String>) -> (Option<Config>, Vec<Problem>) {
+    let mut all = vec![("config/cadence.toml", main), ("templates/intro.hbs", TEMPLATE)];
+    all.extend_from_slice(files);
+    let dir = project(&all);
+    match load_in(dir.path(), env) {
+        Ok((c, w)) => (Some(c), w.0),
+        Err(p) => (None, p.0),
+    }
+}
+
+#[test]
+fn dkim_keys_are_read_and_checked_at_load() {
+    // A good key in a file: loads, no DKIM problem.
+    let main = dkim_main("  [reps.dkim]\n  domain = \"example.com\"\n  selector = \"s1\"\n  private_key_file = \"secrets/dkim.pem\"");
+    let (cfg, problems) = dkim_problems(&main, &[("secrets/dkim.pem", ED25519_PEM)], &no_env);
+    let cfg = cfg.unwrap_or_else(|| panic!("{problems:?}"));
+    assert!(cfg.reps[0].dkim.as_ref().unwrap().private_key_file.as_ref().unwrap().ends_with("secrets/dkim.pem"));
+    assert!(!problems.iter().any(|p| p.key.as_deref().is_some_and(|k| k.contains("dkim"))), "{problems:?}");
+
+    // A missing file: an error naming the file and the key.
+    let (cfg, problems) = dkim_problems(&main, &[], &no_env);
+    assert!(cfg.is_none());
+    let p = problems.iter().find(|p| p.key.as_deref() == Some("reps[0].dkim.private_key_file")).expect("missing key file reported");
+    assert!(p.message.contains("secrets/dkim.pem") && p.message.contains("cannot read"), "{}", p.message);
+
+    // Garbage in a file.
+    let (_, problems) = dkim_problems(&main, &[("secrets/dkim.pem", "hello")], &no_env);
+    let p = problems.iter().find(|p| p.key.as_deref() == Some("reps[0].dkim.private_key_file")).expect("bad key reported");
+    assert!(p.message.contains("not a usable DKIM key"), "{}", p.message);
+
+    // From a variable: unset is a warning; set to garbage is an error that
+    // names the variable and never shows its value.
+    let main = dkim_main("  [reps.dkim]\n  domain = \"example.com\"\n  selector = \"s1\"\n  private_key_env = \"DKIM_KEY\"");
+    let (cfg, problems) = dkim_problems(&main, &[], &no_env);
+    assert!(cfg.is_some(), "{problems:?}");
+    assert!(problems.iter().any(|p| p.severity == Severity::Warning && p.message.contains("DKIM_KEY")));
+    let secret_garbage = "sekrit-value-123";
+    let (cfg, problems) = dkim_problems(&main, &[], &|v| (v == "DKIM_KEY").then(|| secret_garbage.to_string()));
+    assert!(cfg.is_none());
+    let p = problems.iter().find(|p| p.key.as_deref() == Some("reps[0].dkim.private_key_env")).expect("bad env key reported");
+    assert!(p.message.contains("DKIM_KEY") && !p.message.contains(secret_garbage), "{}", p.message);
+    let (cfg, _) = dkim_problems(&main, &[], &|v| (v == "DKIM_KEY").then(|| ED25519_PEM.replace('\n', "\\n")));
+    assert!(cfg.is_some(), "a one-line PEM in a variable works");
+}
+
+#[test]
+fn per_domain_dkim_applies_to_reps_of_that_domain() {
+    let main = format!("{}\n[[dkim]]\ndomain = \"example.com\"\nselector = \"cadence\"\nprivate_key_file = \"dkim.pem\"\n", dkim_main(""));
+    let (cfg, problems) = dkim_problems(&main, &[("dkim.pem", ED25519_PEM)], &no_env);
+    let cfg = cfg.unwrap_or_else(|| panic!("{problems:?}"));
+    let nik = cfg.reps[0].dkim.as_ref().expect("nik@mail.example.com is under example.com");
+    assert_eq!((nik.domain.as_str(), nik.selector.as_str()), ("example.com", "cadence"));
+    assert!(cfg.reps[1].dkim.is_none(), "ana@other.example is not");
+
+    // A rep signing for a domain its From address is not under: a warning.
+    let main = dkim_main("  [reps.dkim]\n  domain = \"other.example\"\n  selector = \"s1\"\n  private_key_file = \"dkim.pem\"");
+    let (_, problems) = dkim_problems(&main, &[("dkim.pem", ED25519_PEM)], &no_env);
+    let p = problems.iter().find(|p| p.key.as_deref() == Some("reps[0].dkim.domain")).expect("alignment warning");
+    assert_eq!(p.severity, Severity::Warning);
+    assert!(p.message.contains("DMARC"), "{}", p.message);
+}
+
+#[test]
+fn http_listen_env_overrides_the_file() {
+    let dir = project(&[("config/cadence.toml", GOOD_MAIN), ("templates/intro.hbs", TEMPLATE)]);
+    let (cfg, _) = load_in(dir.path(), &|v| (v == HTTP_LISTEN_ENV).then(|| "127.0.0.1:0".to_string())).unwrap();
+    assert_eq!(cfg.daemon.http_listen, "127.0.0.1:0");
+    let bad = load_in(dir.path(), &|v| (v == HTTP_LISTEN_ENV).then(|| "nope".to_string())).unwrap_err();
+    assert!(bad.0.iter().any(|p| p.message.contains(HTTP_LISTEN_ENV)), "{bad}");
 }

@@ -24,7 +24,9 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listen = engine.config().daemon.http_listen.clone();
     let listener =
-        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding the HTTP API to {listen} (daemon.http_listen)"))?;
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| {
+        format!("binding the HTTP API to {listen} (daemon.http_listen): is another cadence running? Change daemon.http_listen or set CADENCE_HTTP_LISTEN")
+    })?;
     let local = listener.local_addr().context("reading the HTTP API's bound address")?;
     tracing::info!(addr = %local, "http listening");
     let shutdown = {

@@ -14,6 +14,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use rand::RngCore;
 
+use super::dkim::DkimSigner;
 use super::{Outgoing, SendError};
 use crate::domain::EmailAddress;
 
@@ -88,9 +89,18 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
     built.map_err(|e| SendError::Local(format!("cannot build message: {e}")))
 }
 
-/// Builds and formats the message.
+/// Builds and formats the message, unsigned.
 pub fn prepare(o: &Outgoing) -> Result<Prepared, SendError> {
-    let message = build(o)?;
+    prepare_signed(o, None)
+}
+
+/// Builds, DKIM-signs when a signer is given, and formats the message. The
+/// signature covers these exact bytes: nothing may touch them afterwards.
+pub fn prepare_signed(o: &Outgoing, signer: Option<&DkimSigner>) -> Result<Prepared, SendError> {
+    let mut message = build(o)?;
+    if let Some(signer) = signer {
+        signer.sign(&mut message);
+    }
     Ok(Prepared {
         message_id: clean_id(&o.message_id).unwrap_or_default(),
         from: o.from.clone(),

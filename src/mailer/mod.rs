@@ -18,10 +18,11 @@ use crate::config::{Rep, TransportKind};
 use crate::domain::EmailAddress;
 
 mod build;
+pub mod dkim;
 mod file;
 mod smtp;
 
-pub use build::{build, new_message_id, prepare, Prepared};
+pub use build::{build, new_message_id, prepare, prepare_signed, Prepared};
 
 /// One email ready to be built.
 #[derive(Clone, Debug)]
@@ -77,6 +78,9 @@ impl SendError {
 /// is safe to use from many tasks at once.
 pub struct RepMailer {
     transport: Transport,
+    /// Signs everything this rep sends, whatever the transport (the `.eml`
+    /// files then show exactly what would go out).
+    signer: Option<dkim::DkimSigner>,
 }
 
 enum Transport {
@@ -86,8 +90,8 @@ enum Transport {
 
 impl RepMailer {
     /// Relative `smtp.dir` and `smtp.ca_file` resolve against `root`. Fails
-    /// (as `Local`) only on an unreadable CA file; a missing password shows
-    /// up at the first send.
+    /// (as `Local`) on an unreadable CA file or DKIM key; a missing password
+    /// shows up at the first send.
     pub fn new(rep: &Rep, root: &Path) -> Result<Self, SendError> {
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -103,13 +107,22 @@ impl RepMailer {
                 Transport::Smtp(Box::new(smtp::SmtpPool::new(&rep.smtp, ca.as_deref())?))
             }
         };
-        Ok(RepMailer { transport })
+        let signer = match &rep.dkim {
+            Some(d) => Some(dkim::DkimSigner::load(d, root).map_err(SendError::Local)?),
+            None => None,
+        };
+        Ok(RepMailer { transport, signer })
+    }
+
+    /// Builds the message this rep would send, DKIM-signed if configured.
+    pub fn prepare(&self, o: &Outgoing) -> Result<Prepared, SendError> {
+        prepare_signed(o, self.signer.as_ref())
     }
 
     /// Builds and sends one message. `Ok` means the server accepted it (or
     /// the file is in place).
     pub async fn send(&self, o: &Outgoing) -> Result<(), SendError> {
-        let prepared = prepare(o)?;
+        let prepared = self.prepare(o)?;
         self.send_prepared(&prepared).await
     }
 

@@ -138,7 +138,9 @@ fn classify_smtp(stage: Stage, server: &str, e: &lettre::transport::smtp::Error)
         let message = format!("{server} at {at}: {e}");
         return match code {
             400..=499 => SendError::Transient(message),
-            _ if stage == Stage::Auth => SendError::Local(format!("authentication refused by {message}")),
+            _ if stage == Stage::Auth => SendError::Local(format!(
+                "authentication refused by {message}; check smtp.username and the password in the variable named by smtp.password_env"
+            )),
             _ => SendError::Permanent { code, recipient: refuses_recipient(stage, code, &e.to_string()), message },
         };
     }
@@ -395,16 +397,24 @@ impl SmtpPool {
         // Read the secret first: a missing variable must not cost a connection.
         let credentials = match (&self.username, &self.password_env) {
             (None, _) => None,
-            (Some(_), None) => return Err(local(SendError::Local("smtp.username is set but smtp.password_env is not".into()))),
+            (Some(_), None) => return Err(local(SendError::Local(
+                    "smtp.username is set but smtp.password_env is not: add password_env = \"VAR\", naming the variable that holds the password"
+                        .into(),
+                ))),
             (Some(user), Some(var)) => match crate::config::secret(var) {
                 Some(password) => Some(Credentials::new(user.clone(), password)),
-                None => return Err(local(SendError::Local(format!("SMTP password variable {var} is not set")))),
+                None => return Err(local(SendError::Local(format!("SMTP password variable {var} is not set: set it in the daemon's environment (for systemd: the EnvironmentFile)")))),
             },
         };
 
         let tcp = match timeout(t, TcpStream::connect((self.host.as_str(), self.port))).await {
             Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(local(SendError::Transient(format!("cannot connect to {}: {e}", self.server)))),
+            Ok(Err(e)) => {
+                return Err(local(SendError::Transient(format!(
+                    "cannot connect to {}: {e} (check smtp.host and smtp.port, and that the server is up)",
+                    self.server
+                ))))
+            }
             Err(_) => return Err(Failure::new(Stage::Connect, Cause::Timeout(t))),
         };
         let transient = |what: &str, e: io::Error| {
@@ -442,7 +452,10 @@ impl SmtpPool {
             if !smtp.server_info().supports_feature(Extension::StartTls) {
                 return Err(Failure::new(
                     Stage::StartTls,
-                    Cause::Classified(SendError::Local(format!("{} does not offer STARTTLS (smtp.tls = \"starttls\")", self.server))),
+                    Cause::Classified(SendError::Local(format!(
+                        "{} does not offer STARTTLS (smtp.tls = \"starttls\"): use tls = \"tls\" for implicit TLS (usually port 465), or check smtp.port",
+                        self.server
+                    ))),
                 ));
             }
             self.step(Stage::StartTls, smtp.starttls(tls.lettre.clone(), &self.client_id)).await?;

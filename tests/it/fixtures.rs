@@ -282,7 +282,12 @@ after = "7 days"
             child.wait_with_output().expect("psql")
         } else {
             // Wait for the daemon's write lock like cadence does, rather than fail.
-            std::process::Command::new("sqlite3").args(["-cmd", ".timeout 10000"]).arg(self.tmp.database_path()).arg(sql).output().expect("sqlite3")
+            std::process::Command::new("sqlite3")
+                .args(["-cmd", ".timeout 10000"])
+                .arg(self.tmp.database_path())
+                .arg(sql)
+                .output()
+                .expect("sqlite3")
         };
         assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
         text(&out.stdout).trim().to_string()

@@ -262,6 +262,7 @@ async fn auth_with_right_and_wrong_password() {
     let err = mailer(smtp).send(&outgoing("dana@lead.example.org")).await.expect_err("wrong password");
     assert!(matches!(err, SendError::Local(_)), "{err:?}");
     assert!(err.to_string().contains("535"), "{err}");
+    assert!(err.to_string().contains("check smtp.username and the password"), "says what to do: {err}");
     assert!(!err.to_string().contains("not-the-password"), "{err}");
     assert_eq!(server.stats().auth_failed, 1);
 

@@ -10,6 +10,7 @@ mod api;
 mod board;
 mod classify;
 mod cli;
+mod deploy;
 mod engine;
 mod fixtures;
 mod hygiene;
