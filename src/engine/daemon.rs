@@ -39,6 +39,7 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     engine.store.heartbeat(Clock::System.now_ms()).await.context("registering this daemon in the database")?;
     let mut watchers = spawn_watchers(&engine, stop_rx.clone());
     watchers.push(tokio::spawn(heartbeat(engine.clone(), stop_rx.clone())));
+    watchers.push(tokio::spawn(notice_enrollments(engine.clone(), stop_rx.clone())));
     loop {
         let started = match engine.pass().await {
             Ok(n) => n,
@@ -153,6 +154,26 @@ async fn leased_watch(engine: Arc<Engine>, rep: String, folder: String, mut stop
     }
 }
 
+/// Wakes the engine within a second of an enrollment made by another
+/// process (`cadence enroll`, `cadence import`, another daemon's API): one
+/// primary-key lookup a second, instead of a full pass. Enrollments through
+/// this daemon's own API wake it at once.
+async fn notice_enrollments(engine: Arc<Engine>, mut stop: Receiver<bool>) {
+    let mut seen = engine.store.latest_enrollment_id().await.unwrap_or(None);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Ok(latest) = engine.store.latest_enrollment_id().await {
+            if latest > seen {
+                seen = latest;
+                engine.wake.notify_one();
+            }
+        }
+    }
+}
+
 /// Heartbeats so other daemons know this one is alive, and (with several
 /// daemons on PostgreSQL) marks the in-flight sends of a dead one
 /// `send_unknown`.
@@ -174,8 +195,8 @@ async fn heartbeat(engine: Arc<Engine>, mut stop: Receiver<bool>) {
 }
 
 /// Until the next scheduled action, but at least as often as
-/// `tick_interval` (to notice changes made by other processes, such as a
-/// `cadence enroll` from the shell, and work held by caps).
+/// `tick_interval` (to look again at work held by caps, and at changes other
+/// processes made besides new enrollments, which wake us within a second).
 async fn next_sleep(engine: &Engine, started: u64) -> Duration {
     let cfg = engine.config();
     let tick = cfg.daemon.tick_interval.max(Duration::from_millis(100));

@@ -3,6 +3,12 @@
 use super::{dispatch, Store, StoreError};
 
 impl Store {
+    /// The newest enrollment's id: a cheap stamp that moves when anyone
+    /// enrolls a lead.
+    pub async fn latest_enrollment_id(&self) -> Result<Option<i64>, StoreError> {
+        Ok(dispatch!(self, pool => sqlx::query_scalar("SELECT MAX(id) FROM enrollments").fetch_one(pool).await?))
+    }
+
     /// When the rep's inbox last finished a sync (any mailbox).
     pub async fn inbox_synced_at(&self, rep: &str) -> Result<Option<i64>, StoreError> {
         Ok(
