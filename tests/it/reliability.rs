@@ -10,7 +10,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use crate::fixtures::{text, Opts, Project};
-use crate::support::smtp::{SmtpOptions, SmtpServer};
+use crate::support::dovecot::Dovecot;
+use crate::support::smtp::{Fault, SmtpOptions, SmtpServer, Stage};
 use crate::support::wait_until_blocking;
 
 fn bare_id(id: &str) -> String {
@@ -132,7 +133,179 @@ fn soak_sigkill_20_times_while_sending_5000() {
     );
 }
 
-#[allow(dead_code)]
-fn _unused(_: &str) -> String {
-    text(&[])
+fn kinds(p: &Project, email: &str) -> Vec<String> {
+    p.json(&["show", email])["touchpoints"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap().to_string()).collect()
+}
+
+fn times(p: &Project, email: &str, kind: &str) -> usize {
+    kinds(p, email).iter().filter(|k| *k == kind).count()
+}
+
+/// Every temporary SMTP answer at every stage, through the engine: the tick
+/// records a retry and sends nothing, a later tick sends the email exactly
+/// once. A server that accepts and never answers is cut off by the timeout
+/// and retried the same way.
+#[test]
+fn temporary_smtp_answers_at_every_stage_retry_and_deliver_once() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let p = Project::new(Opts { smtp_port: Some(server.port()), smtp_timeout: "2s", ..Opts::default() });
+    let mut cases: Vec<(String, Fault)> = Vec::new();
+    for code in ["421 4.3.2 closing", "450 4.2.0 mailbox busy", "451 4.3.0 local error", "452 4.3.1 out of storage"] {
+        for stage in [Stage::Connect, Stage::Mail, Stage::Rcpt, Stage::DataEnd] {
+            cases.push((format!("{code} at {stage:?}"), Fault::reply(stage, code).once()));
+        }
+    }
+    cases.push(("no answer at connect".into(), Fault::hang(Stage::Connect).once()));
+    cases.push(("no answer to MAIL".into(), Fault::hang(Stage::Mail).once()));
+    // Monday 2026-11-30, 09:00 UTC onwards: one case every ten minutes.
+    let at = |minutes: i64| {
+        (chrono::DateTime::parse_from_rfc3339("2026-11-30T09:00:00Z").unwrap() + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    for (i, (what, fault)) in cases.iter().enumerate() {
+        let lead = format!("case{i}@retry{i}.example");
+        let t0 = i as i64 * 10;
+        p.enroll(&lead, "UTC", &at(t0));
+        server.set_faults(std::slice::from_ref(fault));
+        let before = server.message_count();
+        let started = std::time::Instant::now();
+        let first = p.tick(&at(t0));
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}: the tick is bounded by the timeout");
+        assert_eq!((first["sent"].as_u64(), first["retried"].as_u64()), (Some(0), Some(1)), "{what}: {first}");
+        assert_eq!(server.message_count(), before, "{what}: nothing arrived");
+        let explain = p.ok(&["explain", &lead, "--now", &at(t0)]);
+        assert!(explain.contains("temporary SMTP failure"), "{what}: {explain}");
+        server.clear_faults();
+        let second = p.tick(&at(t0 + 9));
+        assert_eq!(second["sent"], 1, "{what}: retried after the backoff: {second}");
+        assert_eq!(server.messages().iter().filter(|m| m.rcpt_to[0] == lead).count(), 1, "{what}: arrived once");
+        assert_eq!(times(&p, &lead, "email_sent"), 1, "{what}");
+    }
+}
+
+/// Permanent answers: a 5xx at RCPT bounces and suppresses the address; a
+/// 552 or 554 to the message fails that send (paused, `send_failed` with
+/// the server's words) and sends nothing more; no answer after the final
+/// dot, or a connection dropped once the message was written, is
+/// `send_unknown` and never sent again.
+#[test]
+fn permanent_and_unknown_smtp_answers_are_final() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let p = Project::new(Opts { smtp_port: Some(server.port()), smtp_timeout: "2s", ..Opts::default() });
+    let now = "2026-11-30T10:00:00Z";
+    let cases = [
+        ("rcpt550@a.example", Fault::reply(Stage::Rcpt, "550 5.1.1 no such user"), "bounce", "bounced"),
+        ("rcpt554@b.example", Fault::reply(Stage::Rcpt, "554 5.7.1 relay denied"), "bounce", "bounced"),
+        ("big552@c.example", Fault::reply(Stage::DataEnd, "552 5.3.4 message too big"), "send_failed", "paused"),
+        ("spam554@d.example", Fault::reply(Stage::DataEnd, "554 5.7.1 rejected as spam"), "send_failed", "paused"),
+        ("hang@e.example", Fault::hang(Stage::DataEnd), "send_unknown", "active"),
+        // The whole (small) message was written before the server hung up:
+        // it may have been accepted, so it is never sent again.
+        ("drop@f.example", Fault::drop_connection(Stage::DataBody), "send_unknown", "active"),
+    ];
+    for (lead, fault, _, _) in &cases {
+        p.enroll(lead, "UTC", now);
+        server.set_faults(&[fault.clone().for_rcpt(lead)]);
+        p.tick(now);
+    }
+    server.clear_faults();
+    for later in ["2026-11-30T12:00:00Z", "2026-12-01T12:00:00Z"] {
+        p.tick(later);
+    }
+    for (lead, fault, kind, state) in &cases {
+        let show = p.json(&["show", lead]);
+        assert_eq!(show["enrollments"][0]["state"], *state, "{lead} after {fault:?}");
+        assert_eq!(times(&p, lead, kind), 1, "{lead}: one {kind}");
+        if let crate::support::smtp::Action::Reply(line) = &fault.action {
+            let tp = show["touchpoints"].as_array().unwrap().iter().find(|t| t["kind"] == *kind).unwrap().clone();
+            assert!(tp["detail"].as_str().unwrap_or_default().contains(&line[..3]), "{lead}: the server's code is kept: {tp}");
+        }
+        assert_eq!(server.messages().iter().filter(|m| m.rcpt_to[0] == *lead).count(), 0, "{lead}: nothing accepted");
+    }
+    // The hung and dropped ones reached the server's DATA: never resent.
+    for lead in ["hang@e.example", "drop@f.example"] {
+        assert_eq!(count(&p, &format!("SELECT count(*) FROM sends WHERE recipient = '{lead}'")), 1, "{lead}");
+    }
+    assert_eq!(p.run(&["enroll", "rcpt550@a.example", "--sequence", "outreach"]).status.code(), Some(3), "suppressed");
+}
+
+const IMAP_PW: &str = "imap-pw-reliab";
+
+/// Hostile mail in a real inbox: a 25 MB message, broken MIME, raw 8-bit
+/// and mis-encoded headers, a reply with no Message-ID. Nothing panics,
+/// each lead's reply is recorded once (also after a UIDVALIDITY reset makes
+/// the watcher read the folder again), and the daemon's watcher goes on to
+/// act on the next reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_inbound_mail_is_survived_and_recorded_once() {
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let imap = Dovecot::start(&[("nik", IMAP_PW)]).await;
+    let p = Project::new(Opts { smtp_port: Some(smtp.port()), imap: Some((imap.port(), IMAP_PW.into())), ..Opts::default() });
+    p.enroll("ana@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    p.enroll("bo@beta.example", "UTC", "2026-11-30T10:00:00Z");
+    assert_eq!(p.tick("2026-11-30T10:00:00Z")["sent"], 2);
+    let intro = |to: &str| smtp.messages().into_iter().find(|m| m.rcpt_to[0] == to).unwrap().header("Message-ID").unwrap();
+
+    let mut huge =
+        b"From: Big Sender <big@stranger.example>\r\nTo: nik@vendor.test\r\nSubject: attachment\r\nMessage-ID: <huge@stranger.example>\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+        --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            .to_vec();
+    let line = [b'A'; 76];
+    while huge.len() < 25 * 1024 * 1024 {
+        huge.extend_from_slice(&line);
+        huge.extend_from_slice(b"\r\n");
+    }
+    huge.extend_from_slice(b"--b--\r\n");
+    let broken_mime = b"From: x@stranger.example\r\nSubject: broken\r\nMessage-ID: <broken@stranger.example>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/report; report-type=delivery-status; boundary=\"never-closed\"\r\n\r\n--never-closed\r\n\
+        Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822;\r\nAction: failed\r\nStatus: 5.\r\n--never-cl"
+        .to_vec();
+    let mut eight_bit = b"From: \xc9lodie \xff\xfe <elodie@stranger.example>\r\nSubject: caf\xe9 \xe0 la cr\xe8me\r\n\
+        Message-ID: <8bit@stranger.example>\r\nContent-Type: text/plain; charset=x-unknown-charset\r\n\r\nna\xefve body \xff\r\n"
+        .to_vec();
+    eight_bit.extend_from_slice(b"");
+    let bad_encoding =
+        b"From: =?utf-8?B?!!!not-base64?= <enc@stranger.example>\r\nSubject: =?bogus-charset?Q?=ZZ=?= =?utf-8?Q?unterminated\r\n\
+        Message-ID: <enc@stranger.example>\r\nContent-Transfer-Encoding: base64\r\n\r\n%%%% not base64 %%%%\r\n"
+            .to_vec();
+    // Ana's reply: no Message-ID at all, an 8-bit subject, threaded.
+    let ana_reply = format!(
+        "From: Ana <ana@acme.example>\r\nTo: nik@vendor.test\r\nSubject: Re: caf\u{e9}\r\nDate: Tue, 01 Dec 2026 08:15:00 +0000\r\n\
+         In-Reply-To: {id}\r\nReferences: {id}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nYes, let's talk.\r\n",
+        id = intro("ana@acme.example")
+    );
+    imap.append_all("nik", "INBOX", [huge.as_slice(), &broken_mime, &eight_bit, &bad_encoding, ana_reply.as_bytes()]).await;
+
+    let out = p.run(&["tick", "--now", "2026-12-01T10:00:00Z", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert_eq!(p.json(&["show", "ana@acme.example"])["enrollments"][0]["state"], "replied");
+    assert_eq!(times(&p, "ana@acme.example", "reply"), 1);
+    assert_eq!(p.json(&["show", "bo@beta.example"])["enrollments"][0]["state"], "active", "strangers' mail touches no lead");
+
+    // The folder is read again from the start: still one reply.
+    imap.uid_validity_reset("nik", "INBOX").await;
+    p.tick("2026-12-01T11:00:00Z");
+    p.tick("2026-12-01T12:00:00Z");
+    assert_eq!(times(&p, "ana@acme.example", "reply"), 1, "no duplicate touchpoint after a UIDVALIDITY reset");
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM touchpoints WHERE kind IN ('reply', 'bounce', 'auto_reply', 'complaint', 'unsubscribe')"),
+        1
+    );
+
+    // The daemon's watcher: more garbage, then Bo's reply is acted on.
+    let daemon = p.spawn_run(&[]);
+    wait_until_blocking("the daemon to start", Duration::from_secs(15), || daemon.log().contains("cadence started"));
+    let bo_reply = format!(
+        "From: bo@beta.example\r\nTo: nik@vendor.test\r\nSubject: Re: hi\r\nMessage-ID: <bo-reply@beta.example>\r\nIn-Reply-To: {id}\r\n\r\nCall me.\r\n",
+        id = intro("bo@beta.example")
+    );
+    imap.append_all("nik", "INBOX", [broken_mime.as_slice(), &bad_encoding, b"\r\n\r\n", bo_reply.as_bytes()]).await;
+    wait_until_blocking("Bo's reply recorded by the running watcher", Duration::from_secs(30), || {
+        p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
+    });
+    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert_eq!(times(&p, "bo@beta.example", "reply"), 1);
+    assert_eq!(times(&p, "ana@acme.example", "reply"), 1);
 }
