@@ -309,3 +309,150 @@ async fn hostile_inbound_mail_is_survived_and_recorded_once() {
     assert_eq!(times(&p, "bo@beta.example", "reply"), 1);
     assert_eq!(times(&p, "ana@acme.example", "reply"), 1);
 }
+
+/// The planted secrets: distinctive values that must never be printed.
+const PLANTED: [(&str, &str); 6] = [
+    ("CADENCE_SECRET", "PLANTED-hmac-secret-q7Zx"),
+    ("CADENCE_SMTP_PASSWORD_NIK", "PLANTED-smtp-pw-K3vR"),
+    ("CADENCE_IMAP_PASSWORD_NIK", "PLANTED-imap-pw-W9mT"),
+    ("CADENCE_TOKEN_NIK", "PLANTED-token-nik-J2pL"),
+    ("CADENCE_TOKEN_ANA", "PLANTED-token-ana-B8sN"),
+    ("CADENCE_MANAGER_TOKEN", "PLANTED-token-mgr-F4cY"),
+];
+const WRONG_SMTP_PW: &str = "PLANTED-wrong-smtp-pw-X1";
+const WRONG_IMAP_PW: &str = "PLANTED-wrong-imap-pw-X2";
+
+fn planted(var: &str) -> &'static str {
+    PLANTED.iter().find(|(k, _)| *k == var).unwrap().1
+}
+
+/// Secrets never appear in logs (at debug level), `--json` output, HTTP
+/// answers or error messages, whether the command works or fails for a wrong
+/// password: every byte printed is searched for every planted value.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_any_output() {
+    let smtp =
+        SmtpServer::start(SmtpOptions { auth: Some(("nik".into(), planted("CADENCE_SMTP_PASSWORD_NIK").into())), ..Default::default() });
+    let imap = Dovecot::start(&[("nik", planted("CADENCE_IMAP_PASSWORD_NIK"))]).await;
+    let p = Project::new(Opts {
+        smtp_port: Some(smtp.port()),
+        imap: Some((imap.port(), planted("CADENCE_IMAP_PASSWORD_NIK").into())),
+        extra_daemon: "manager_token_env = \"CADENCE_MANAGER_TOKEN\"".into(),
+        ..Opts::default()
+    });
+    let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
+    let cfg = cfg
+        .replacen("transport = \"smtp\"\n", "transport = \"smtp\"\nusername = \"nik\"\npassword_env = \"CADENCE_SMTP_PASSWORD_NIK\"\n", 1)
+        .replacen("signature = \"Nik\\nVendor Co.\"\n", "signature = \"Nik\\nVendor Co.\"\napi_token_env = \"CADENCE_TOKEN_NIK\"\n", 1)
+        + "\n[[reps]]\nid = \"ana\"\nname = \"Ana Rep\"\nemail = \"ana@vendor.test\"\ntimezone = \"UTC\"\napi_token_env = \"CADENCE_TOKEN_ANA\"\n  \
+           [reps.smtp]\n  transport = \"file\"\n  dir = \"outbox\"\n";
+    p.tmp.write_config(&cfg);
+    let mut printed: Vec<(String, String)> = Vec::new();
+    let run = |args: &[&str], overrides: &[(&str, &str)]| -> std::process::Output {
+        let mut cmd = p.tmp.cadence();
+        cmd.env("RUST_LOG", "debug");
+        for (k, v) in PLANTED {
+            cmd.env(k, v);
+        }
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().expect("run cadence")
+    };
+    fn record(printed: &mut Vec<(String, String)>, what: String, out: &std::process::Output) {
+        printed.push((format!("{what} stdout"), text(&out.stdout)));
+        printed.push((format!("{what} stderr"), text(&out.stderr)));
+    }
+    let now = "2026-11-30T10:00:00Z";
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["--log-format", "json", "enroll", "ana@acme.example", "--sequence", "outreach", "--rep", "nik", "--company", "Acme", "--now", now],
+        vec!["tick", "--now", now, "--json"],
+        vec!["show", "ana@acme.example", "--json"],
+        vec!["leads", "--json"],
+        vec!["report", "--json"],
+        vec!["explain", "ana@acme.example", "--now", now],
+        vec!["preview", "intro", "ana@acme.example"],
+    ];
+    for args in &commands {
+        let out = run(args, &[]);
+        assert!(out.status.success(), "cadence {args:?}: {}", text(&out.stderr));
+        record(&mut printed, format!("{args:?}"), &out);
+    }
+    assert_eq!(smtp.message_count(), 1, "the right SMTP password works");
+    // Wrong passwords: the errors name the problem, not the password.
+    p.ok(&["enroll", "bo@beta.example", "--sequence", "outreach", "--rep", "nik", "--company", "Beta", "--now", now]);
+    let out = run(&["tick", "--now", now, "--json"], &[("CADENCE_SMTP_PASSWORD_NIK", WRONG_SMTP_PW)]);
+    record(&mut printed, "tick with a wrong SMTP password".into(), &out);
+    let show = run(&["show", "bo@beta.example", "--json"], &[]);
+    record(&mut printed, "show after the wrong SMTP password".into(), &show);
+    let out = run(&["tick", "--now", "2026-11-30T11:00:00Z"], &[("CADENCE_IMAP_PASSWORD_NIK", WRONG_IMAP_PW)]);
+    record(&mut printed, "tick with a wrong IMAP password".into(), &out);
+    let all_err: String = printed.iter().rev().take(6).map(|(_, s)| s.as_str()).collect();
+    assert!(all_err.to_lowercase().contains("auth") || all_err.to_lowercase().contains("login"), "the failures are explained:\n{all_err}");
+    let out = run(&["check"], &[("CADENCE_SECRET", "")]);
+    record(&mut printed, "check with an empty secret".into(), &out);
+
+    // The daemon at debug level, and the HTTP API with right and wrong tokens.
+    let mut env: Vec<(&str, &str)> = PLANTED.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let daemon = p.spawn_run(&env);
+    let base = format!("http://{}", daemon.http_addr());
+    let http = reqwest::Client::new();
+    let nik = planted("CADENCE_TOKEN_NIK");
+    let calls: Vec<(reqwest::Method, String, Option<String>, Option<serde_json::Value>)> = vec![
+        (reqwest::Method::GET, "/api/v1/leads".into(), Some(nik.into()), None),
+        (reqwest::Method::GET, "/api/v1/leads".into(), Some(format!("{nik}x")), None),
+        (reqwest::Method::GET, "/api/v1/leads".into(), Some(planted("CADENCE_TOKEN_ANA").into()), None),
+        (reqwest::Method::GET, "/api/v1/report".into(), Some(planted("CADENCE_MANAGER_TOKEN").into()), None),
+        (reqwest::Method::GET, "/api/v1/leads/ana@acme.example".into(), Some(nik.into()), None),
+        (
+            reqwest::Method::POST,
+            "/api/v1/enrollments".into(),
+            Some(nik.into()),
+            Some(serde_json::json!({"email": "cy@gamma.example", "sequence": "outreach"})),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/enrollments".into(),
+            Some(nik.into()),
+            Some(serde_json::json!({"email": "bad", "sequence": "nope"})),
+        ),
+        (reqwest::Method::GET, "/metrics".into(), None, None),
+        (reqwest::Method::GET, "/healthz".into(), None, None),
+        (reqwest::Method::GET, "/unsubscribe/forged-token".into(), None, None),
+    ];
+    for (method, path, token, body) in calls {
+        let mut req = http.request(method.clone(), format!("{base}{path}"));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = format!("{:?}", resp.headers());
+        let body = resp.text().await.expect("body");
+        assert!(!status.is_server_error(), "{method} {path}: {status} {body}");
+        printed.push((format!("{method} {path}"), format!("{headers}\n{body}")));
+    }
+    let log_path = daemon.log.clone();
+    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    printed.push(("cadence run log (debug)".into(), std::fs::read_to_string(log_path).expect("daemon log")));
+    let log = printed.last().unwrap().1.clone();
+    assert!(log.contains("DEBUG") || log.contains("debug"), "the daemon really logged at debug level");
+
+    for (what, output) in &printed {
+        for (var, value) in PLANTED.iter().chain(&[("wrong SMTP password", WRONG_SMTP_PW), ("wrong IMAP password", WRONG_IMAP_PW)]) {
+            assert!(!output.contains(value), "{var}'s value appears in {what}:\n{output}");
+        }
+    }
+    // The database holds no secret either (a copy of it is often shared).
+    let dump = std::process::Command::new("sqlite3").arg(p.tmp.database_path()).arg(".dump").output().expect("sqlite3");
+    let dump = text(&dump.stdout);
+    for (var, value) in PLANTED {
+        assert!(!dump.contains(value), "{var}'s value is stored in the database");
+    }
+}
