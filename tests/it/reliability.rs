@@ -367,7 +367,20 @@ async fn secrets_never_appear_in_any_output() {
     let commands: Vec<Vec<&str>> = vec![
         vec!["check"],
         vec!["check", "--json"],
-        vec!["--log-format", "json", "enroll", "ana@acme.example", "--sequence", "outreach", "--rep", "nik", "--company", "Acme", "--now", now],
+        vec![
+            "--log-format",
+            "json",
+            "enroll",
+            "ana@acme.example",
+            "--sequence",
+            "outreach",
+            "--rep",
+            "nik",
+            "--company",
+            "Acme",
+            "--now",
+            now,
+        ],
         vec!["tick", "--now", now, "--json"],
         vec!["show", "ana@acme.example", "--json"],
         vec!["leads", "--json"],
@@ -455,4 +468,202 @@ async fn secrets_never_appear_in_any_output() {
     for (var, value) in PLANTED {
         assert!(!dump.contains(value), "{var}'s value is stored in the database");
     }
+}
+
+/// A small tmpfs mounted for one test (root only: CI runs as root); unmounted
+/// on drop. `None` where mounting is not allowed.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("cadence-tmpfs-").tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = std::process::Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(self.path()).status().unwrap().success();
+        assert!(ok, "remount {mode}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Runs cadence in the project against the database at `db`.
+fn on_db(p: &Project, db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let url = format!("sqlite://{}", db.display());
+    let mut all = vec!["--database", url.as_str()];
+    all.extend_from_slice(args);
+    p.run(&all)
+}
+
+fn enroll_on(p: &Project, db: &std::path::Path, email: &str) -> std::process::Output {
+    on_db(p, db, &["enroll", email, "--sequence", "outreach", "--company", "Acme", "--now", "2026-11-30T10:00:00Z"])
+}
+
+fn emails_on(p: &Project, db: &std::path::Path) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&on_db(p, db, &["leads", "--json"]).stdout).expect("leads --json");
+    let mut e: Vec<String> = v.as_array().unwrap().iter().map(|l| l["email"].as_str().unwrap().to_string()).collect();
+    e.sort();
+    e
+}
+
+fn skip_unless_sqlite(test: &str) -> bool {
+    if crate::fixtures::backend() != crate::fixtures::Backend::Sqlite {
+        eprintln!("{test}: SQLite file faults; nothing to do on PostgreSQL");
+        return true;
+    }
+    false
+}
+
+/// A database on a read-only file system: writes fail with a message that
+/// says so and exit 1; nothing already stored is lost.
+#[test]
+fn a_read_only_database_is_a_clear_error_and_loses_nothing() {
+    if skip_unless_sqlite("read-only database") {
+        return;
+    }
+    let p = Project::file();
+    let Some(fs) = Tmpfs::mount("8m") else {
+        panic!("this test mounts a tmpfs: run it as root (CI does)");
+    };
+    let db = fs.path().join("cadence.db");
+    for i in 0..3 {
+        assert!(enroll_on(&p, &db, &format!("keep{i}@acme.example")).status.success());
+    }
+    fs.remount("ro");
+    let out = enroll_on(&p, &db, "new@acme.example");
+    eprintln!("read-only: exit {:?}\nstdout: {}\nstderr: {}", out.status.code(), text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("read-only") || err.contains("readonly"), "names the problem: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let tick = on_db(&p, &db, &["tick", "--now", "2026-11-30T10:00:00Z"]);
+    eprintln!("read-only tick: exit {:?}\nstderr: {}", tick.status.code(), text(&tick.stderr));
+    assert_eq!(tick.status.code(), Some(1));
+    assert!(p.outbox().is_empty(), "nothing sent that could not be recorded");
+    fs.remount("rw");
+    assert_eq!(emails_on(&p, &db), ["keep0@acme.example", "keep1@acme.example", "keep2@acme.example"]);
+}
+
+/// Another process holds the database locked: a short lock is waited out;
+/// one held past the busy timeout (30 s) is a clear error, exit 1, and
+/// nothing is half-written.
+#[test]
+fn a_locked_database_is_waited_for_then_a_clear_error() {
+    if skip_unless_sqlite("locked database") {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let p = Project::file();
+    p.enroll("keep@acme.example", "UTC", "2026-11-30T10:00:00Z");
+    let db = p.tmp.database_path();
+    let lock = || {
+        let mut child = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sqlite3");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN EXCLUSIVE; INSERT INTO suppressions VALUES ('@lock.example', 'lock', 0); SELECT 'locked';").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked", "the other process holds the write lock");
+        (child, stdin)
+    };
+    // A short lock: the command waits and succeeds.
+    let (mut child, mut stdin) = lock();
+    let waiting = std::thread::spawn({
+        let mut cmd = p.tmp.cadence();
+        cmd.env("CADENCE_SECRET", crate::fixtures::SECRET).args([
+            "enroll",
+            "short@acme.example",
+            "--sequence",
+            "outreach",
+            "--company",
+            "Acme",
+        ]);
+        move || cmd.output().expect("cadence")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    writeln!(stdin, "ROLLBACK;").unwrap();
+    drop(stdin);
+    child.wait().unwrap();
+    let out = waiting.join().unwrap();
+    assert!(out.status.success(), "a short lock is waited out: {}", text(&out.stderr));
+
+    // A lock held past the busy timeout.
+    let (mut child, stdin) = lock();
+    let started = std::time::Instant::now();
+    let out = p.run(&["enroll", "late@acme.example", "--sequence", "outreach", "--company", "Acme"]);
+    eprintln!("locked: exit {:?} after {:?}\nstderr: {}", out.status.code(), started.elapsed(), text(&out.stderr));
+    drop(stdin);
+    child.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("locked") && err.contains("another"), "names the problem: {err}");
+    assert_eq!(p.sql("SELECT email FROM leads ORDER BY email"), "keep@acme.example\nshort@acme.example");
+    assert_eq!(p.sql("SELECT count(*) FROM suppressions"), "0", "the other process's transaction was rolled back");
+}
+
+/// A full disk (a 1 MB tmpfs): enroll and import fail with a message that
+/// says the disk is full, exit 1 or 3, and every row stored before is kept;
+/// with space again, the same commands work.
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    if skip_unless_sqlite("full disk") {
+        return;
+    }
+    let p = Project::file();
+    let Some(fs) = Tmpfs::mount("1m") else {
+        panic!("this test mounts a tmpfs: run it as root (CI does)");
+    };
+    let db = fs.path().join("cadence.db");
+    for i in 0..3 {
+        assert!(enroll_on(&p, &db, &format!("keep{i}@acme.example")).status.success());
+    }
+    // Fill what is left.
+    let filler = fs.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut csv = String::from("email,company,notes\n");
+    for i in 0..2000 {
+        csv.push_str(&format!("bulk{i}@bulk{i}.example,Bulk {i},{}\n", "x".repeat(200)));
+    }
+    let file = p.tmp.write("bulk.csv", &csv);
+    let outs = [enroll_on(&p, &db, "new@acme.example"), on_db(&p, &db, &["import", file.to_str().unwrap(), "--sequence", "outreach"])];
+    for out in &outs {
+        eprintln!("full: exit {:?}\nstdout: {}\nstderr: {}", out.status.code(), text(&out.stdout), text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(matches!(out.status.code(), Some(1 | 3)), "{err}");
+        assert!(err.contains("full"), "names the problem: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let emails = emails_on(&p, &db);
+    for i in 0..3 {
+        assert!(emails.contains(&format!("keep{i}@acme.example")), "kept: {emails:?}");
+    }
+    assert!(enroll_on(&p, &db, "after@acme.example").status.success(), "works again once there is space");
 }
