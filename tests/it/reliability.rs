@@ -667,3 +667,76 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     }
     assert!(enroll_on(&p, &db, "after@acme.example").status.success(), "works again once there is space");
 }
+
+/// 50 enrollments over HTTP at once while `cadence run` dispatches 1,000
+/// emails and its watcher reads a busy inbox, all on one SQLite file: every
+/// request gets 201, every enrollment is stored, and no "database is
+/// locked" reaches a user or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_enrollments_while_dispatching_and_reading_the_inbox() {
+    const MANAGER: &str = "manager-token-conc";
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let imap = Dovecot::start(&[("nik", IMAP_PW)]).await;
+    let p = Project::new(Opts {
+        smtp_port: Some(smtp.port()),
+        imap: Some((imap.port(), IMAP_PW.into())),
+        daily_limit: 100_000,
+        extra_daemon: "manager_token_env = \"CADENCE_MANAGER_TOKEN\"".into(),
+        ..Opts::default()
+    });
+    let mut csv = String::from("email,company\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("busy{i}@busy{}.example,Busy {i}\n", i % 50));
+    }
+    let file = p.tmp.write("busy.csv", &csv);
+    p.ok(&["import", file.to_str().unwrap(), "--sequence", "always"]);
+    let daemon = p.spawn_run(&[("CADENCE_MANAGER_TOKEN", MANAGER)]);
+    let base = format!("http://{}", daemon.http_addr());
+    smtp.wait_for_async(20, Duration::from_secs(60)).await;
+    // The inbox is busy too: strangers' mail arriving while we enroll.
+    let inbox: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("From: s{i}@stranger.example\r\nTo: nik@vendor.test\r\nSubject: hello {i}\r\nMessage-ID: <conc-{i}@stranger.example>\r\n\r\nhi\r\n").into_bytes())
+        .collect();
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({"email": format!("http{i}@conc{i}.example"), "sequence": "always", "company": format!("Conc {i}"), "rep": "nik"});
+            let resp = http.post(format!("{base}/api/v1/enrollments")).bearer_auth(MANAGER).json(&body).send().await.expect("request");
+            (resp.status(), resp.text().await.expect("body"))
+        }));
+    }
+    imap.append_all("nik", "INBOX", inbox.iter().map(Vec::as_slice)).await;
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert!(!body.to_lowercase().contains("locked"), "{status}: {body}");
+        statuses.push((status, body));
+    }
+    let created = statuses.iter().filter(|(s, _)| s.as_u16() == 201).count();
+    assert_eq!(
+        created,
+        50,
+        "every request created its enrollment: {:?}",
+        statuses.iter().filter(|(s, _)| s.as_u16() != 201).collect::<Vec<_>>()
+    );
+    crate::support::wait_until("every email out", Duration::from_secs(120), || {
+        p.sql("SELECT count(*) FROM enrollments WHERE touches = 0") == "0"
+    })
+    .await;
+    crate::support::wait_until("the watcher to read all 40", Duration::from_secs(30), || {
+        p.sql("SELECT last_uid FROM mailboxes WHERE rep = 'nik'").parse::<u32>().is_ok_and(|n| n >= 40)
+    })
+    .await;
+    let log_path = daemon.log.clone();
+    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(!log.contains("database is locked"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(count(&p, "SELECT count(*) FROM leads WHERE email LIKE 'http%@conc%.example'"), 50);
+    assert_eq!(count(&p, "SELECT count(*) FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email LIKE 'http%'"), 50);
+    assert_eq!(count(&p, "SELECT count(*) FROM sends WHERE state = 'sent'"), 1050, "all sent, nothing lost");
+    let ids: HashSet<String> = smtp.messages().iter().map(|m| m.header("Message-ID").unwrap()).collect();
+    assert_eq!(ids.len(), 1050);
+}
