@@ -740,3 +740,201 @@ async fn fifty_concurrent_enrollments_while_dispatching_and_reading_the_inbox() 
     let ids: HashSet<String> = smtp.messages().iter().map(|m| m.header("Message-ID").unwrap()).collect();
     assert_eq!(ids.len(), 1050);
 }
+
+/// Exotic and invalid addresses: the valid ones are enrolled (lower-cased,
+/// once), the rest refused with exit 3 naming `email`, nothing stored.
+#[test]
+fn exotic_and_invalid_addresses() {
+    let p = Project::file();
+    let long_local = format!("{}@acme.example", "a".repeat(65));
+    let long_total = format!("x@{}.example", "d".repeat(250));
+    let ok = [
+        "o'brien+tag@acme.example",
+        "\"john.q\"@quoted.example",
+        "Mixed.Case@Acme.Example",
+        "ana@b\u{fc}cher.example",
+        "ana@xn--bcher-kva.example",
+    ];
+    let bad = [
+        "plain",
+        // Quoted local parts are accepted, but not with a space in them.
+        "\"john doe\"@quoted.example",
+        "two@@at.example",
+        "a@b",
+        "a@.example",
+        "a@example.",
+        "sp ace@acme.example",
+        "@acme.example",
+        "a@",
+        long_local.as_str(),
+        long_total.as_str(),
+        "a@acme.example\u{7f}",
+        "tab\tx@acme.example",
+    ];
+    let mut outcomes = Vec::new();
+    for email in ok.iter().chain(&bad) {
+        let out = p.run(&["enroll", email, "--sequence", "outreach", "--now", "2026-11-30T10:00:00Z"]);
+        outcomes.push((email.to_string(), out.status.code(), text(&out.stderr)));
+    }
+    eprintln!("{outcomes:#?}");
+    for (email, code, err) in &outcomes {
+        if ok.contains(&email.as_str()) {
+            assert_eq!(*code, Some(0), "{email:?} is a valid address: {err}");
+        } else {
+            assert!(matches!(code, Some(2 | 3)), "{email:?} refused: {code:?} {err}");
+            assert!(err.contains("email") || err.contains("address"), "{email:?}: names the field: {err}");
+        }
+    }
+    assert_eq!(count(&p, "SELECT count(*) FROM leads"), ok.len());
+    assert_eq!(count(&p, "SELECT count(*) FROM leads WHERE email = 'mixed.case@acme.example'"), 1, "stored lower-cased");
+    assert_eq!(
+        p.run(&["enroll", "MIXED.case@ACME.example", "--sequence", "outreach"]).status.code(),
+        Some(3),
+        "the same lead, whatever the case"
+    );
+}
+
+/// CR, LF and NUL in every lead field and in a custom field, by CSV and by
+/// HTTP: each row or request is refused naming the field; the good rows of
+/// the same file are imported.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_in_every_field_by_csv_and_http() {
+    let p = Project::new(Opts { extra_daemon: "manager_token_env = \"CADENCE_MANAGER_TOKEN\"".into(), ..Opts::default() });
+    let fields = ["email", "first_name", "last_name", "company", "title", "timezone", "region", "value", "plan"];
+    let good = ["ok@acme.example", "Ana", "Lee", "Acme", "CTO", "UTC", "default", "1000", "pro"];
+    let mut csv = fields.join(",") + "\n";
+    let mut bad_lines = Vec::new();
+    let mut line = 1;
+    for (i, field) in fields.iter().enumerate() {
+        for (c, name) in [("\r", "CR"), ("\n", "LF"), ("\u{0}", "NUL")] {
+            let mut row: Vec<String> = good.iter().map(|s| s.to_string()).collect();
+            row[0] = format!("bad-{field}-{name}@acme.example");
+            row[i] = if i == 0 { format!("bad-{name}{c}x@acme.example") } else { format!("{}{c}Bcc: x@evil.example", good[i]) };
+            csv.push_str(&row.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(","));
+            csv.push('\n');
+            line += 1;
+            bad_lines.push((line, *field));
+            // A quoted CR or LF spans lines of the file: count them.
+            line += row[i].matches('\n').count();
+        }
+        let mut row: Vec<String> = good.iter().map(|s| s.to_string()).collect();
+        row[0] = format!("good-{field}@acme.example");
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+        line += 1;
+    }
+    let file = p.tmp.write("hostile.csv", &csv);
+    let out = p.run(&["import", file.to_str().unwrap(), "--sequence", "outreach", "--now", "2026-11-30T10:00:00Z"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for (line, field) in &bad_lines {
+        let label = if *field == "plan" { "fields.plan".to_string() } else { field.to_string() };
+        assert!(
+            err.lines().any(|l| l.contains(&format!("hostile.csv:{line}: skipped")) && l.contains(&label)),
+            "line {line} ({field}) not refused by name:\n{err}"
+        );
+    }
+    assert_eq!(count(&p, "SELECT count(*) FROM leads"), fields.len(), "every good row imported, no bad one");
+    assert_eq!(count(&p, "SELECT count(*) FROM leads WHERE email LIKE 'good-%'"), fields.len());
+
+    let daemon = p.spawn_run(&[("CADENCE_MANAGER_TOKEN", "mgr-ctl")]);
+    let base = format!("http://{}", daemon.http_addr());
+    let http = reqwest::Client::new();
+    for field in ["email", "first_name", "last_name", "company", "title", "timezone", "region"] {
+        for c in ["\r", "\n", "\u{0}"] {
+            let mut body = serde_json::json!({"email": "api@acme.example", "sequence": "outreach", "first_name": "Ana"});
+            body[field] = serde_json::Value::String(format!("x{c}Bcc: y@evil.example"));
+            let resp = http.post(format!("{base}/api/v1/enrollments")).bearer_auth("mgr-ctl").json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            assert_eq!(status, 422, "{field} with {c:?}: {text}");
+            assert!(text.contains(field), "{field}: names the field: {text}");
+        }
+    }
+    let mut body = serde_json::json!({"email": "api@acme.example", "sequence": "outreach", "fields": {"plan": "pro\u{0}"}});
+    let resp = http.post(format!("{base}/api/v1/enrollments")).bearer_auth("mgr-ctl").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 422, "{}", resp.text().await.unwrap());
+    body["fields"] = serde_json::json!({"plan": "pro\r\nBcc: z@evil.example"});
+    let resp = http.post(format!("{base}/api/v1/enrollments")).bearer_auth("mgr-ctl").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert_eq!(count(&p, "SELECT count(*) FROM leads WHERE email = 'api@acme.example'"), 0);
+}
+
+/// Broken CSV files: wrong encoding, ragged rows, duplicate emails, a
+/// header only, an empty file. Each bad row is named by line and skipped,
+/// the good ones imported; a file with nothing to import says so.
+#[test]
+fn broken_csv_files() {
+    let p = Project::file();
+    let now = "2026-11-30T10:00:00Z";
+    let import = |name: &str, bytes: &[u8]| {
+        let path = p.tmp.root().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        p.run(&["import", path.to_str().unwrap(), "--sequence", "outreach", "--now", now])
+    };
+    // Latin-1 bytes in one row; the others are UTF-8.
+    let out = import("latin1.csv", b"email,company\nl1@acme.example,Acme\nl2@acme.example,Caf\xe9 Co\nl3@acme.example,Beta\n");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("latin1.csv:3: skipped") && text(&out.stderr).contains("UTF-8"), "{}", text(&out.stderr));
+    // Too few and too many fields.
+    let out = import(
+        "ragged.csv",
+        b"email,company,title\nr1@acme.example,Acme,CTO\nr2@acme.example,Acme\nr3@acme.example,Acme,CTO,extra\nr4@acme.example,Acme,CEO\n",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("ragged.csv:3: skipped") && err.contains("ragged.csv:4: skipped"), "{err}");
+    // The same lead twice (in any case): enrolled once.
+    let out = import("dups.csv", b"email,company\nd1@acme.example,Acme\nD1@ACME.example,Acme again\nd2@acme.example,Acme\n");
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 already enrolled"), "{}", text(&out.stdout));
+    // Header only: nothing to do, nothing wrong.
+    let out = import("header.csv", b"email,company\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 row(s)"), "{}", text(&out.stdout));
+    let out = import("empty.csv", b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stderr).is_empty());
+    let out = import("bom-crlf.csv", b"\xef\xbb\xbfemail,company\r\nb1@acme.example,Acme\r\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let emails = p.sql("SELECT email FROM leads ORDER BY email");
+    assert_eq!(
+        emails.lines().collect::<Vec<_>>(),
+        [
+            "b1@acme.example",
+            "d1@acme.example",
+            "d2@acme.example",
+            "l1@acme.example",
+            "l3@acme.example",
+            "r1@acme.example",
+            "r4@acme.example"
+        ]
+    );
+}
+
+/// Templates and sequences that try to reach outside `templates/`: by a
+/// relative or absolute template name, or a partial path. `check` refuses
+/// each; the outside file's content is never read into any output.
+#[test]
+fn templates_cannot_reach_outside_their_folder() {
+    let p = Project::file();
+    p.tmp.write("outside.hbs", "---\nsubject: \"x\"\n---\nTOP-SECRET-OUTSIDE\n");
+    p.tmp.write("templates/../outside2.hbs", "TOP-SECRET-OUTSIDE\n");
+    p.tmp.write_sequence(
+        "escape",
+        "[[steps]]\nwait = \"0s\"\ntemplate = \"../outside\"\n\n[[steps]]\nwait = \"1 day\"\ntemplate = \"/etc/passwd\"\n",
+    );
+    p.tmp.write_template("sneaky", "---\nsubject: \"x\"\n---\n{{> ../outside}} {{> /etc/hostname}} {{> ../../outside2}}\n");
+    let out = p.run(&["check"]);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.lines().any(|l| l.contains("escape.toml") && l.contains("../outside")), "{all}");
+    assert!(all.lines().any(|l| l.contains("escape.toml") && l.contains("/etc/passwd")), "{all}");
+    assert!(all.lines().any(|l| l.contains("sneaky.hbs")), "{all}");
+    assert!(!all.contains("TOP-SECRET-OUTSIDE") && !all.contains("root:x:0"), "{all}");
+    let out = p.run(&["preview", "sneaky", "nobody@acme.example"]);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!all.contains("TOP-SECRET-OUTSIDE"), "{all}");
+}
