@@ -7,6 +7,9 @@ mod leads;
 mod output;
 mod report;
 
+/// The CSV importer's row parser, for the fuzz target (fuzz/).
+pub use import::parse_row;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
