@@ -186,7 +186,7 @@ pub fn explain(e: &sqlx::Error) -> String {
     let code = e
         .as_database_error()
         .and_then(|d| d.try_downcast_ref::<sqlx::sqlite::SqliteError>())
-        .and_then(|d| sqlx::error::DatabaseError::code(d))
+        .and_then(sqlx::error::DatabaseError::code)
         .and_then(|c| c.parse::<i64>().ok());
     let hint = match code.map(|c| c & 0xff) {
         Some(5 | 6) => "the database is locked by another process (cadence waited 30 s): another `cadence run`, or a `sqlite3` shell in the middle of a transaction?",
