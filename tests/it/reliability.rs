@@ -938,3 +938,28 @@ fn templates_cannot_reach_outside_their_folder() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!all.contains("TOP-SECRET-OUTSIDE"), "{all}");
 }
+
+/// Inputs the fuzzers found (tests/fixtures/fuzz/): each still gives an
+/// answer and no panic escapes. `classify-mail-parser-debug-assert.eml`
+/// trips a `debug_assert!` inside mail-parser (debug builds only, as here);
+/// `classify` contains it and answers.
+#[test]
+fn fuzz_regressions_are_handled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures/fuzz") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        if name.starts_with("classify-") {
+            let verdict = cadence::inbox::classify::classify(&bytes);
+            assert!(!format!("{verdict:?}").is_empty(), "{name}");
+            // The CLI answers too, with exit 0.
+            let p = Project::file();
+            let out = p.run(&["classify", path.to_str().unwrap(), "--json"]);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "the regression inputs are there");
+}
