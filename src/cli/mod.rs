@@ -10,6 +10,9 @@ mod output;
 mod report;
 mod tasks;
 
+/// The CSV importer's row parser, for the fuzz target (fuzz/).
+pub use import::parse_row;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

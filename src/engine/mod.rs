@@ -199,7 +199,7 @@ impl Engine {
         let may_send = self.may_send(&cfg, now).await?;
         let mut started = 0;
         loop {
-            let mut policy = Policy { engine: self, cfg: &cfg, now, may_send: may_send.clone() };
+            let mut policy = Policy { engine: self, cfg: &cfg, now, may_send: may_send.clone(), claimed: HashMap::new() };
             let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
             if claimed.is_empty() {
                 break;
@@ -413,6 +413,11 @@ struct Policy<'a> {
     cfg: &'a Config,
     now: DateTime<Utc>,
     may_send: HashMap<String, bool>,
+    /// Sends this claim has taken so far, per rep: they are not in flight
+    /// yet, but count against the rep's allowance all the same, or one claim
+    /// would commit a whole batch as `sending` (and a crash would turn all
+    /// of it into `send_unknown`).
+    claimed: HashMap<String, usize>,
 }
 
 impl Policy<'_> {
@@ -428,7 +433,8 @@ impl Policy<'_> {
         }
         // Never more queued for a rep than its pool can carry: a slow server
         // holds only its own rep.
-        if self.engine.inflight.count(&rep.id) >= rep.smtp.pool_size.max(1) * 4 {
+        let queued = self.engine.inflight.count(&rep.id) + self.claimed.get(&rep.id).copied().unwrap_or(0);
+        if queued >= rep.smtp.pool_size.max(1) * 4 {
             return Some(true);
         }
         if !self.may_send.get(&rep.id).copied().unwrap_or(true) {
@@ -583,6 +589,7 @@ impl ClaimPolicy for Policy<'_> {
             message_id,
             subject,
         };
+        *self.claimed.entry(rep.id.clone()).or_default() += 1;
         Decision::Send(send, SendJob { outgoing, phase, step })
     }
 }

@@ -98,11 +98,11 @@ pub enum Db {
 pub enum StoreError {
     #[error("database URL {0:?} is neither sqlite:// nor postgres://")]
     BadUrl(String),
-    #[error("cannot open the database {url}: {source}")]
+    #[error("cannot open the database {url}: {}", explain(source))]
     Open { url: String, source: sqlx::Error },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", explain(.0))]
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Data(String),
@@ -121,16 +121,26 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { url: redact_url(url), source };
         let db = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(open_err)?
+            let opts = SqliteConnectOptions::from_str(url).map_err(open_err)?;
+            // SQLite says only "unable to open" or "disk I/O error" when
+            // the file system is read-only or full: look, and say which.
+            let file = opts.get_filename().to_path_buf();
+            let open_err = |source: sqlx::Error| match diagnose_sqlite_file(&file) {
+                Some(why) => StoreError::Data(format!("cannot open the database {}: {why} ({source})", redact_url(url))),
+                None => StoreError::Open { url: redact_url(url), source },
+            };
+            let opts = opts
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let file = opts.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(open_err)?;
-            migrate_sqlite(&pool, &file).await?;
+            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(&open_err)?;
+            migrate_sqlite(&pool, &file).await.map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(source) => open_err(source),
+                other => StoreError::Migrate(other),
+            })?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
@@ -170,7 +180,7 @@ impl Store {
 /// shell) could both apply the first migration. Where the lock file cannot
 /// be created (a read-only folder) the migration runs unlocked: it can then
 /// only be reading an already migrated database.
-async fn migrate_sqlite(pool: &SqlitePool, file: &std::path::Path) -> Result<(), StoreError> {
+async fn migrate_sqlite(pool: &SqlitePool, file: &std::path::Path) -> Result<(), sqlx::migrate::MigrateError> {
     let mut lock_path = file.as_os_str().to_owned();
     lock_path.push(".migrate-lock");
     let lock = tokio::task::spawn_blocking(move || {
@@ -183,7 +193,7 @@ async fn migrate_sqlite(pool: &SqlitePool, file: &std::path::Path) -> Result<(),
     .flatten();
     let result = sqlx::migrate!("./migrations/sqlite").run(pool).await;
     drop(lock);
-    Ok(result?)
+    result
 }
 
 fn hostname() -> String {
@@ -195,6 +205,56 @@ fn hostname() -> String {
 }
 
 /// Removes a password from a database URL before it goes into a message.
+/// A database error in words a user can act on. SQLite reports "locked",
+/// "read-only" or "full" as numeric result codes that sqlx passes through
+/// unexplained.
+pub fn explain(e: &sqlx::Error) -> String {
+    let base = e.to_string();
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::sqlite::SqliteError>())
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|c| c.parse::<i64>().ok());
+    let hint = match code.map(|c| c & 0xff) {
+        Some(5 | 6) => "the database is locked by another process (cadence waited 30 s): another `cadence run`, or a `sqlite3` shell in the middle of a transaction?",
+        Some(8) => "the database is read-only: check the file's permissions and that its file system is mounted read-write",
+        Some(13) => "the disk is full: free some space where the database lives",
+        Some(10) => "disk I/O error: the disk may be full or failing",
+        Some(14) => "cannot open the database file: its folder must exist and be writable (not on a read-only file system)",
+        _ => return base,
+    };
+    format!("{hint} ({base})")
+}
+
+/// Why a SQLite file cannot be opened, when the file system can tell:
+/// a missing folder, a read-only mount, no write permission, a full disk.
+fn diagnose_sqlite_file(file: &std::path::Path) -> Option<String> {
+    use std::io::{ErrorKind, Write};
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !folder.is_dir() {
+        return Some(format!("the folder {} does not exist", folder.display()));
+    }
+    let describe = |e: std::io::Error| match e.kind() {
+        ErrorKind::ReadOnlyFilesystem => Some(format!("{} is on a read-only file system", folder.display())),
+        ErrorKind::PermissionDenied => Some(format!("no permission to write in {}", folder.display())),
+        ErrorKind::StorageFull => Some(format!("the disk is full: no space left in {}", folder.display())),
+        _ => None,
+    };
+    if file.exists() {
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(file) {
+            return describe(e);
+        }
+    }
+    // Room for SQLite's journal and shared-memory files.
+    let probe = folder.join(format!(".cadence-space-probe-{}", std::process::id()));
+    let result = std::fs::File::create(&probe).and_then(|mut f| f.write_all(&[0u8; 64 * 1024]).and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    result.err().and_then(describe)
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

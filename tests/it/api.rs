@@ -528,3 +528,48 @@ async fn tasks_are_listed_and_closed_per_rep() {
     assert!(lead.to_string().contains("Left a voicemail"), "{lead}");
     api.stop();
 }
+
+/// Rep isolation on every route the OpenAPI document lists, found by
+/// walking the document rather than a hand-kept list: with Nik's token, a
+/// route about Ana's lead answers 404 exactly like a missing lead, a list,
+/// report or metrics page never names it, enrolling it is refused; and
+/// afterwards the lead is untouched.
+#[tokio::test]
+async fn every_documented_route_hides_another_reps_lead() {
+    let api = Api::start();
+    let theirs = "secret-lead@globex.example";
+    api.enroll(ANA, json!({"email": theirs, "sequence": "outreach", "company": "Globex"})).await;
+    api.enroll(NIK, json!({"email": "mine@acme.example", "sequence": "outreach", "company": "Acme"})).await;
+    let before = api.get(&format!("/api/v1/leads/{theirs}"), MANAGER).await.1;
+    let (_, doc) = api.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let concrete = path.replace("{email}", theirs).replace("{token}", "forged-token");
+            let body = match path.rsplit('/').next().unwrap() {
+                "stage" => json!({"stage": "closing"}),
+                "notes" => json!({"kind": "note", "text": "snooping"}),
+                "enrollments" => json!({"email": theirs, "sequence": "always"}),
+                _ => json!({}),
+            };
+            let (status, answer) = api.call(m.clone(), &concrete, Some(NIK), (m == Method::POST).then_some(body)).await;
+            tried += 1;
+            if path.contains("{email}") {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+                assert_eq!(answer["message"], format!("no lead {theirs}"), "{method} {path}: same answer as a missing lead");
+            } else if path == "/api/v1/enrollments" {
+                assert_eq!(status, StatusCode::CONFLICT, "{method} {path}: {answer}");
+            } else {
+                assert!(!status.is_success() || !answer.to_string().contains(theirs), "{method} {path} names another rep's lead: {answer}");
+            }
+            assert!(!answer.to_string().contains("Globex"), "{method} {path} leaks the lead's company: {answer}");
+        }
+    }
+    assert!(tried >= 12, "walked {tried} routes");
+    let (_, report) = api.get("/api/v1/report", NIK).await;
+    assert_eq!(report["total_leads"], 1, "the report counts only Nik's leads: {report}");
+    let after = api.get(&format!("/api/v1/leads/{theirs}"), MANAGER).await.1;
+    assert_eq!(before, after, "nothing Nik tried changed Ana's lead");
+    api.stop();
+}

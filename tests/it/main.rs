@@ -16,6 +16,7 @@ mod fixtures;
 mod hygiene;
 mod inbox;
 mod mailer;
+mod reliability;
 mod reload;
 mod report;
 mod rig;

@@ -96,6 +96,8 @@ async fn a_killed_daemon_s_work_and_inbox_move_to_the_survivors() {
         Opts { smtp_port: Some(server.port()), imap: Some((dovecot.port(), pw.into())), daily_limit: 100_000, ..Opts::default() },
     );
     let mut daemons: Vec<Option<Daemon>> = (0..3).map(|_| Some(p.spawn_run(&[]))).collect();
+    // The daemons create the schema as they start: until then there is no
+    // table to ask.
     wait_until_blocking("an inbox lease holder", Duration::from_secs(30), || {
         p.count("mailboxes") > 0 && !p.sql("SELECT coalesce(lease_holder, '') FROM mailboxes").is_empty()
     });
