@@ -627,7 +627,7 @@ fn user_errors_say_what_to_do_next() {
     let p = Project::file();
     let out = p.run(&["--database", "sqlite:///nonexistent-folder-for-cadence/x.db", "leads"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("check that its folder exists and is writable"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the folder /nonexistent-folder-for-cadence does not exist"), "{}", text(&out.stderr));
 
     let out = p.run(&["--database", "mysql://x", "leads"]);
     assert_eq!(out.status.code(), Some(1));
