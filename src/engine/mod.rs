@@ -94,6 +94,57 @@ impl InFlight {
     }
 }
 
+/// Group commit of acknowledgements. Sends that finish while another
+/// batch is being written queue up, and the next writer records them all in
+/// one transaction: one commit (and, on SQLite, one turn of the write lock)
+/// for many emails instead of one each. Each email is still recorded only
+/// after the server's final answer, and its task waits for the commit.
+#[derive(Default)]
+struct AckQueue {
+    pending: Mutex<Vec<PendingAck>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+struct PendingAck {
+    now: i64,
+    send_id: i64,
+    ack: Ack,
+    done: tokio::sync::oneshot::Sender<Result<bool, String>>,
+}
+
+impl AckQueue {
+    async fn ack(&self, store: &Store, now: i64, send_id: i64, ack: Ack) -> Result<bool, StoreError> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.pending.lock().expect("ack queue").push(PendingAck { now, send_id, ack, done });
+        let writer = self.writer.lock().await;
+        // A writer before us may have taken ours along.
+        if let Ok(r) = result.try_recv() {
+            return r.map_err(StoreError::Data);
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().expect("ack queue"));
+        let items: Vec<(i64, i64, &Ack)> = batch.iter().map(|p| (p.now, p.send_id, &p.ack)).collect();
+        match store.ack_many(&items).await {
+            Ok(oks) => {
+                for (p, ok) in batch.into_iter().zip(oks) {
+                    let _ = p.done.send(Ok(ok));
+                }
+            }
+            // One failing acknowledgement must not sink the others.
+            Err(_) => {
+                for p in batch {
+                    let r = store.ack(p.now, p.send_id, &p.ack).await.map_err(|e| e.to_string());
+                    let _ = p.done.send(r);
+                }
+            }
+        }
+        drop(writer);
+        match result.await {
+            Ok(r) => r.map_err(StoreError::Data),
+            Err(_) => Err(StoreError::Data("the acknowledgement was dropped".into())),
+        }
+    }
+}
+
 struct RepSender {
     mailer: Arc<RepMailer>,
     permits: Arc<Semaphore>,
@@ -107,6 +158,7 @@ pub struct Engine {
     secret: Vec<u8>,
     senders: RwLock<HashMap<String, Arc<RepSender>>>,
     inflight: Arc<InFlight>,
+    acks: AckQueue,
     stats: Mutex<PassStats>,
     /// Woken by enrollments, replies and finished sends.
     pub wake: Arc<Notify>,
@@ -122,6 +174,7 @@ impl Engine {
             secret,
             senders: RwLock::new(senders),
             inflight: Arc::new(InFlight::default()),
+            acks: AckQueue::default(),
             stats: Mutex::new(PassStats::default()),
             wake: Arc::new(Notify::new()),
         }))
@@ -195,10 +248,15 @@ impl Engine {
         let cfg = self.config();
         let now = self.clock.now();
         self.resume_due(&cfg, now).await?;
+        // Every rep still has more than half its queue in flight: claim
+        // later, in one batch, rather than a few sends per finished one.
+        if !cfg.reps.is_empty() && cfg.reps.iter().all(|r| self.inflight.count(&r.id) > r.smtp.pool_size.max(1) * 2) {
+            return Ok(0);
+        }
         let may_send = self.may_send(&cfg, now).await?;
         let mut started = 0;
         loop {
-            let mut policy = Policy { engine: self, cfg: &cfg, now, may_send: may_send.clone() };
+            let mut policy = Policy { engine: self, cfg: &cfg, now, may_send: may_send.clone(), claimed: HashMap::new() };
             let claimed = self.store.claim(now.timestamp_millis(), CLAIM_BATCH, CLAIM_SCAN, &mut policy).await?;
             if claimed.is_empty() {
                 break;
@@ -229,7 +287,7 @@ impl Engine {
         // A rep whose recent bounce rate is too high stops sending, to
         // protect the sender's reputation (DESIGN 5.2).
         let since = (now - chrono::Duration::hours(24)).timestamp_millis();
-        for b in self.store.rep_bounces(since).await? {
+        for b in self.store.rep_bounces_if_any(since).await? {
             if crate::report::bounce_paused(cfg, &b) {
                 tracing::warn!(rep = %b.rep, sends = b.sends, bounces = b.bounces, "rep paused: bounce rate over daemon.bounce_pause_rate");
                 ok.insert(b.rep.clone(), false);
@@ -370,7 +428,6 @@ impl Engine {
                 Ack::Failed { error: err.to_string() }
             }
         };
-        self.store.ack(now.timestamp_millis(), send_id, &ack).await?;
         use crate::api::metrics::{record_send, SendOutcome};
         let outcome = match &ack {
             Ack::Sent { .. } => SendOutcome::Sent,
@@ -379,6 +436,7 @@ impl Engine {
             Ack::Failed { .. } => SendOutcome::Failed,
             Ack::Bounced { .. } => SendOutcome::Bounced,
         };
+        self.acks.ack(&self.store, now.timestamp_millis(), send_id, ack).await?;
         record_send(&e.rep, outcome);
         let mut s = self.stats.lock().expect("stats");
         s.sent += stats.sent;
@@ -416,6 +474,8 @@ struct Policy<'a> {
     cfg: &'a Config,
     now: DateTime<Utc>,
     may_send: HashMap<String, bool>,
+    /// Sends this claim has taken per rep (not in flight yet).
+    claimed: HashMap<String, usize>,
 }
 
 impl Policy<'_> {
@@ -431,7 +491,8 @@ impl Policy<'_> {
         }
         // Never more queued for a rep than its pool can carry: a slow server
         // holds only its own rep.
-        if self.engine.inflight.count(&rep.id) >= rep.smtp.pool_size.max(1) * 4 {
+        let queued = self.engine.inflight.count(&rep.id) + self.claimed.get(&rep.id).copied().unwrap_or(0);
+        if queued >= rep.smtp.pool_size.max(1) * 4 {
             return Some(true);
         }
         if !self.may_send.get(&rep.id).copied().unwrap_or(true) {
@@ -547,6 +608,7 @@ impl ClaimPolicy for Policy<'_> {
             message_id,
             subject,
         };
+        *self.claimed.entry(rep.id.clone()).or_default() += 1;
         Decision::Send(send, SendJob { outgoing, phase, step })
     }
 }
