@@ -95,6 +95,57 @@ impl InFlight {
     }
 }
 
+/// Group commit of acknowledgements. Sends that finish while another
+/// batch is being written queue up, and the next writer records them all in
+/// one transaction: one commit (and, on SQLite, one turn of the write lock)
+/// for many emails instead of one each. Each email is still recorded only
+/// after the server's final answer, and its task waits for the commit.
+#[derive(Default)]
+struct AckQueue {
+    pending: Mutex<Vec<PendingAck>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+struct PendingAck {
+    now: i64,
+    send_id: i64,
+    ack: Ack,
+    done: tokio::sync::oneshot::Sender<Result<bool, String>>,
+}
+
+impl AckQueue {
+    async fn ack(&self, store: &Store, now: i64, send_id: i64, ack: Ack) -> Result<bool, StoreError> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.pending.lock().expect("ack queue").push(PendingAck { now, send_id, ack, done });
+        let writer = self.writer.lock().await;
+        // A writer before us may have taken ours along.
+        if let Ok(r) = result.try_recv() {
+            return r.map_err(StoreError::Data);
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().expect("ack queue"));
+        let items: Vec<(i64, i64, &Ack)> = batch.iter().map(|p| (p.now, p.send_id, &p.ack)).collect();
+        match store.ack_many(&items).await {
+            Ok(oks) => {
+                for (p, ok) in batch.into_iter().zip(oks) {
+                    let _ = p.done.send(Ok(ok));
+                }
+            }
+            // One failing acknowledgement must not sink the others.
+            Err(_) => {
+                for p in batch {
+                    let r = store.ack(p.now, p.send_id, &p.ack).await.map_err(|e| e.to_string());
+                    let _ = p.done.send(r);
+                }
+            }
+        }
+        drop(writer);
+        match result.await {
+            Ok(r) => r.map_err(StoreError::Data),
+            Err(_) => Err(StoreError::Data("the acknowledgement was dropped".into())),
+        }
+    }
+}
+
 struct RepSender {
     mailer: Arc<RepMailer>,
     permits: Arc<Semaphore>,
@@ -108,6 +159,7 @@ pub struct Engine {
     secret: Vec<u8>,
     senders: RwLock<HashMap<String, Arc<RepSender>>>,
     inflight: Arc<InFlight>,
+    acks: AckQueue,
     stats: Mutex<PassStats>,
     /// Woken by enrollments, replies and finished sends.
     pub wake: Arc<Notify>,
@@ -123,6 +175,7 @@ impl Engine {
             secret,
             senders: RwLock::new(senders),
             inflight: Arc::new(InFlight::default()),
+            acks: AckQueue::default(),
             stats: Mutex::new(PassStats::default()),
             wake: Arc::new(Notify::new()),
         }))
@@ -196,6 +249,11 @@ impl Engine {
         let cfg = self.config();
         let now = self.clock.now();
         self.resume_due(&cfg, now).await?;
+        // Every rep still has more than half its queue in flight: claim
+        // later, in one batch, rather than a few sends per finished one.
+        if !cfg.reps.is_empty() && cfg.reps.iter().all(|r| self.inflight.count(&r.id) > r.smtp.pool_size.max(1) * 2) {
+            return Ok(0);
+        }
         let may_send = self.may_send(&cfg, now).await?;
         let mut started = 0;
         loop {
@@ -230,7 +288,7 @@ impl Engine {
         // A rep whose recent bounce rate is too high stops sending, to
         // protect the sender's reputation (DESIGN 5.2).
         let since = (now - chrono::Duration::hours(24)).timestamp_millis();
-        for b in self.store.rep_bounces(since).await? {
+        for b in self.store.rep_bounces_if_any(since).await? {
             if crate::report::bounce_paused(cfg, &b) {
                 tracing::warn!(rep = %b.rep, sends = b.sends, bounces = b.bounces, "rep paused: bounce rate over daemon.bounce_pause_rate");
                 ok.insert(b.rep.clone(), false);
@@ -367,7 +425,6 @@ impl Engine {
                 Ack::Failed { error: err.to_string() }
             }
         };
-        self.store.ack(now.timestamp_millis(), send_id, &ack).await?;
         use crate::api::metrics::{record_send, SendOutcome};
         let outcome = match &ack {
             Ack::Sent { .. } => SendOutcome::Sent,
@@ -376,6 +433,7 @@ impl Engine {
             Ack::Failed { .. } => SendOutcome::Failed,
             Ack::Bounced { .. } => SendOutcome::Bounced,
         };
+        self.acks.ack(&self.store, now.timestamp_millis(), send_id, ack).await?;
         record_send(&e.rep, outcome);
         let mut s = self.stats.lock().expect("stats");
         s.sent += stats.sent;

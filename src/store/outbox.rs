@@ -333,61 +333,76 @@ impl Store {
     /// have stopped it while the send was in flight). Returns false when the
     /// row was no longer `sending` (already acknowledged or recovered).
     pub async fn ack(&self, now: i64, send_id: i64, ack: &Ack) -> Result<bool, StoreError> {
-        let (state, error) = match ack {
-            Ack::Sent { .. } => ("sent", None),
-            Ack::Unknown { error, .. } => ("send_unknown", Some(error.as_str())),
-            Ack::Retry { error, .. } => ("retry", Some(error.as_str())),
-            Ack::Failed { error } => ("failed", Some(error.as_str())),
-            Ack::Bounced { error } => ("bounced", Some(error.as_str())),
-        };
+        Ok(self.ack_many(&[(now, send_id, ack)]).await?.pop().expect("one result per acknowledgement"))
+    }
+
+    /// Several acknowledgements `(now, send_id, outcome)` in one
+    /// transaction, each as [`Store::ack`] would record it: the engine
+    /// commits the outcomes of sends that finish together at once. All or
+    /// none are recorded.
+    pub async fn ack_many(&self, acks: &[(i64, i64, &Ack)]) -> Result<Vec<bool>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(begin_sql(pool)).await?;
-            let row: Option<AckedSend> = sqlx::query_as(
-                "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending' AND claimed_by = $5 \
-                 RETURNING enrollment_id, lead_id, rep, step, message_id, subject, recipient",
-            )
-            .bind(state)
-            .bind(error)
-            .bind(now)
-            .bind(send_id)
-            .bind(&self.instance)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient }) = row else { return Ok(false) };
-            // A send of no enrollment (a digest) has nothing more to record.
-            let (Some(eid), Some(lead_id)) = (enrollment_id, lead_id) else {
-                tx.commit().await?;
-                return Ok(true);
-            };
-            let step1 = step.map(|s| s + 1);
-            match ack {
-                Ack::Sent { touch: kind, advance } => {
-                    advance_enrollment!(tx, eid, now, advance);
-                    touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(*kind), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: None, step: step1 }, now);
+            let mut out = Vec::with_capacity(acks.len());
+            for &(now, send_id, ack) in acks {
+                let (state, error) = match ack {
+                    Ack::Sent { .. } => ("sent", None),
+                    Ack::Unknown { error, .. } => ("send_unknown", Some(error.as_str())),
+                    Ack::Retry { error, .. } => ("retry", Some(error.as_str())),
+                    Ack::Failed { error } => ("failed", Some(error.as_str())),
+                    Ack::Bounced { error } => ("bounced", Some(error.as_str())),
+                };
+                let row: Option<AckedSend> = sqlx::query_as(
+                    "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending' AND claimed_by = $5 \
+                     RETURNING enrollment_id, lead_id, rep, step, message_id, subject, recipient",
+                )
+                .bind(state)
+                .bind(error)
+                .bind(now)
+                .bind(send_id)
+                .bind(&self.instance)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient }) = row else {
+                    out.push(false);
+                    continue;
+                };
+                // A send of no enrollment (a digest) has nothing more to record.
+                let (Some(eid), Some(lead_id)) = (enrollment_id, lead_id) else {
+                    out.push(true);
+                    continue;
+                };
+                let step1 = step.map(|s| s + 1);
+                match ack {
+                    Ack::Sent { touch: kind, advance } => {
+                        advance_enrollment!(tx, eid, now, advance);
+                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(*kind), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: None, step: step1 }, now);
+                    }
+                    Ack::Unknown { error, advance } => {
+                        advance_enrollment!(tx, eid, now, advance);
+                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendUnknown), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                    }
+                    Ack::Retry { next_at, attempts, .. } => {
+                        sqlx::query("UPDATE enrollments SET next_at = $1, attempts = $2, updated_at = $3 WHERE id = $4 AND state = 'active'")
+                            .bind(next_at).bind(attempts).bind(now).bind(eid).execute(&mut *tx).await?;
+                    }
+                    Ack::Failed { error } => {
+                        sqlx::query("UPDATE enrollments SET state = 'paused', next_at = NULL, updated_at = $1 WHERE id = $2 AND state = 'active'")
+                            .bind(now).bind(eid).execute(&mut *tx).await?;
+                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendFailed), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                    }
+                    Ack::Bounced { error } => {
+                        sqlx::query("UPDATE enrollments SET state = 'bounced', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'bounce' WHERE id = $2 AND state IN ('active', 'paused')")
+                            .bind(now).bind(eid).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, 'bounce', $2) ON CONFLICT (pattern) DO NOTHING")
+                            .bind(&recipient).bind(now).execute(&mut *tx).await?;
+                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::Bounce), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                    }
                 }
-                Ack::Unknown { error, advance } => {
-                    advance_enrollment!(tx, eid, now, advance);
-                    touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendUnknown), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
-                }
-                Ack::Retry { next_at, attempts, .. } => {
-                    sqlx::query("UPDATE enrollments SET next_at = $1, attempts = $2, updated_at = $3 WHERE id = $4 AND state = 'active'")
-                        .bind(next_at).bind(attempts).bind(now).bind(eid).execute(&mut *tx).await?;
-                }
-                Ack::Failed { error } => {
-                    sqlx::query("UPDATE enrollments SET state = 'paused', next_at = NULL, updated_at = $1 WHERE id = $2 AND state = 'active'")
-                        .bind(now).bind(eid).execute(&mut *tx).await?;
-                    touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendFailed), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
-                }
-                Ack::Bounced { error } => {
-                    sqlx::query("UPDATE enrollments SET state = 'bounced', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'bounce' WHERE id = $2 AND state IN ('active', 'paused')")
-                        .bind(now).bind(eid).execute(&mut *tx).await?;
-                    sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, 'bounce', $2) ON CONFLICT (pattern) DO NOTHING")
-                        .bind(&recipient).bind(now).execute(&mut *tx).await?;
-                    touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::Bounce), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
-                }
+                out.push(true);
             }
             tx.commit().await?;
-            Ok(true)
+            Ok(out)
         })
     }
 

@@ -218,6 +218,18 @@ impl Store {
         }))
     }
 
+    /// [`Store::rep_bounces`], but empty when nobody bounced since `since`:
+    /// the engine asks before every pass, and a day of sends need only be
+    /// counted when there is a bounce to weigh against it.
+    pub async fn rep_bounces_if_any(&self, since: i64) -> Result<Vec<RepBounces>, StoreError> {
+        let sql = "SELECT 1 FROM touchpoints WHERE kind = 'bounce' AND at >= $1 AND rep IS NOT NULL LIMIT 1";
+        let any: Option<i32> = dispatch!(self, pool => sqlx::query_scalar(sql).bind(since).fetch_optional(pool).await?);
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        self.rep_bounces(since).await
+    }
+
     /// Per rep: emails sent since `since` (digests excluded) and bounces
     /// recorded since then (synchronous refusals and bounce reports alike).
     pub async fn rep_bounces(&self, since: i64) -> Result<Vec<RepBounces>, StoreError> {
