@@ -101,7 +101,7 @@ pub async fn tick(cli: &Cli, json: bool) -> CliResult {
             println!(
                 "hygiene for {}: {} lead(s) flagged stale; digest: {}",
                 h.fire_at,
-                h.stale_flagged.len(),
+                h.stale_count,
                 if digests.is_empty() { "none".to_string() } else { digests.join(", ") }
             );
         }

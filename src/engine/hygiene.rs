@@ -59,6 +59,9 @@ pub struct HygieneRun {
     /// Sends the archive sweep's engine pass started.
     pub sends_started: u64,
     /// Leads newly flagged stale.
+    /// Leads flagged stale by this run.
+    pub stale_count: u64,
+    /// The first of them (at most 100), by address.
     pub stale_flagged: Vec<String>,
     /// One entry per digest recipient.
     pub digest: Vec<DigestSend>,
@@ -140,14 +143,14 @@ pub async fn run_due(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<
     let stale_after = cfg.hygiene.stale_after;
     let cutoff = (now - stale_after.approx()).timestamp_millis();
     let detail = format!("no touch or stage change for {stale_after}");
-    let stale_flagged = store.flag_stale(now_ms, cutoff, &detail).await?;
+    let (stale_count, stale_flagged) = store.flag_stale(now_ms, cutoff, &detail).await?;
 
     // (c) The digest.
     let digest = send_digest(&cfg, engine, now).await?;
 
     store.finish_cron_fire(JOB, fire.timestamp_millis(), now_ms).await?;
-    let run = HygieneRun { fire_at: rfc3339(fire.timestamp_millis()), sends_started, stale_flagged, digest };
-    tracing::info!(fire = %run.fire_at, stale = run.stale_flagged.len(), digests = run.digest.len(), "hygiene: done");
+    let run = HygieneRun { fire_at: rfc3339(fire.timestamp_millis()), sends_started, stale_count, stale_flagged, digest };
+    tracing::info!(fire = %run.fire_at, stale = run.stale_count, digests = run.digest.len(), "hygiene: done");
     Ok(Some(run))
 }
 

@@ -254,18 +254,35 @@ impl Store {
     /// Flags the leads that became stale (see [`Store::stale_leads`]) and
     /// are not flagged yet, with one `stale` touchpoint each; returns their
     /// addresses. A later touch or stage change clears the flag.
-    pub async fn flag_stale(&self, now: i64, cutoff: i64, detail: &str) -> Result<Vec<String>, StoreError> {
-        let sql = format!("UPDATE leads SET stale = 1 WHERE stale = 0 AND {STALE_WHERE} RETURNING id, email, owner");
-        dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
-            let mut flagged: Vec<(i64, String, Option<String>)> = sqlx::query_as(&sql).bind(cutoff).fetch_all(&mut *tx).await?;
-            flagged.sort_by(|a, b| a.1.cmp(&b.1));
-            for (lead_id, _, owner) in &flagged {
-                touch!(tx, NewTouch { lead_id: *lead_id, kind: Some(TouchKind::Stale), at: now, rep: owner.as_deref(), detail: Some(detail), ..Default::default() }, now);
+    pub async fn flag_stale(&self, now: i64, cutoff: i64, detail: &str) -> Result<(u64, Vec<String>), StoreError> {
+        // A page per transaction: a million stale leads (a first start on an
+        // old database) never hold the write lock, or memory, all at once.
+        const PAGE: usize = 1000;
+        const LISTED: usize = 100;
+        let sql = format!(
+            "UPDATE leads SET stale = 1 WHERE id IN (SELECT id FROM leads WHERE stale = 0 AND {STALE_WHERE} ORDER BY id LIMIT {PAGE}) \
+             RETURNING id, email, owner"
+        );
+        let (mut count, mut listed) = (0u64, Vec::new());
+        loop {
+            let page: Vec<(i64, String, Option<String>)> = dispatch!(self, pool => {
+                let mut tx = pool.begin_with(begin_sql(pool)).await?;
+                let flagged: Vec<(i64, String, Option<String>)> = sqlx::query_as(&sql).bind(cutoff).fetch_all(&mut *tx).await?;
+                for (lead_id, _, owner) in &flagged {
+                    touch!(tx, NewTouch { lead_id: *lead_id, kind: Some(TouchKind::Stale), at: now, rep: owner.as_deref(), detail: Some(detail), ..Default::default() }, now);
+                }
+                tx.commit().await?;
+                flagged
+            });
+            count += page.len() as u64;
+            let last = page.len() < PAGE;
+            listed.extend(page.into_iter().map(|(_, email, _)| email).take(LISTED.saturating_sub(listed.len())));
+            if last {
+                break;
             }
-            tx.commit().await?;
-            Ok(flagged.into_iter().map(|(_, email, _)| email).collect())
-        })
+        }
+        listed.sort();
+        Ok((count, listed))
     }
 
     /// Claims one fire of a cron job for this instance. True exactly once
