@@ -321,10 +321,6 @@ impl Engine {
         }
     }
 
-    pub fn take_stats(&self) -> PassStats {
-        std::mem::take(&mut *self.stats.lock().expect("stats"))
-    }
-
     async fn resume_due(&self, cfg: &Config, now: DateTime<Utc>) -> Result<(), EngineError> {
         for e in self.store.due_resumes(now.timestamp_millis(), 1000).await? {
             let (due, next) = self.reschedule_on_resume(cfg, &e, now).await?;
@@ -337,7 +333,7 @@ impl Engine {
 
     /// When a resumed enrollment acts next: its pending due time, or now if
     /// that has passed, moved into the window.
-    pub async fn reschedule_on_resume(
+    async fn reschedule_on_resume(
         &self,
         cfg: &Config,
         e: &EnrollmentRow,

@@ -113,11 +113,6 @@ impl Store {
         }))
     }
 
-    pub async fn was_processed(&self, rep: &str, key: &str) -> Result<bool, StoreError> {
-        let n: i64 = dispatch!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM inbound_seen WHERE rep = $1 AND message_key = $2").bind(rep).bind(key).fetch_one(pool).await?);
-        Ok(n > 0)
-    }
-
     /// Records an inbound message and its effects in one transaction; a
     /// message already recorded (same rep and key) changes nothing.
     pub async fn record_inbound(

@@ -46,11 +46,4 @@ impl Store {
         });
         Ok(n == 1)
     }
-
-    /// Who holds the lease on a mailbox, and until when.
-    pub async fn inbox_lease(&self, rep: &str, mailbox: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let row: Option<(Option<String>, Option<i64>)> = dispatch!(self, pool => sqlx::query_as("SELECT lease_holder, lease_until FROM mailboxes WHERE rep = $1 AND mailbox = $2")
-            .bind(rep).bind(mailbox).fetch_optional(pool).await?);
-        Ok(row.and_then(|(h, u)| Some((h?, u?))))
-    }
 }
