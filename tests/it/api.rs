@@ -8,7 +8,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::fixtures::{Daemon, Opts, Project, SECRET};
-use crate::support::wait_until_blocking;
 
 const NIK: &str = "nik-token-3f9a";
 const ANA: &str = "ana-token-77c1";
@@ -43,30 +42,6 @@ struct Api {
     http: reqwest::Client,
 }
 
-/// Strips terminal colour codes from a log line.
-fn plain(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn bound_addr(log: &str) -> Option<String> {
-    let line = log.lines().map(plain).find(|l| l.contains("http listening"))?;
-    let rest = &line[line.find("addr=")? + 5..];
-    Some(rest.split_whitespace().next()?.to_string())
-}
-
 impl Api {
     /// Project with reps `nik` and `ana` (both with API tokens) and a
     /// manager token; `cadence run` started and its port read from the log.
@@ -87,12 +62,7 @@ impl Api {
                signature = \"Ana\"\napi_token_env = \"CADENCE_TOKEN_ANA\"\n  [reps.smtp]\n  transport = \"file\"\n  dir = \"outbox\"\n";
         std::fs::write(&path, text).expect("write config");
         let daemon = p.spawn_run(&[("CADENCE_TOKEN_NIK", NIK), ("CADENCE_TOKEN_ANA", ANA), ("CADENCE_MANAGER_TOKEN", MANAGER)]);
-        let mut addr = None;
-        wait_until_blocking("cadence run to log its HTTP address", Duration::from_secs(60), || {
-            addr = bound_addr(&daemon.log());
-            addr.is_some()
-        });
-        let addr = addr.expect("address");
+        let addr = daemon.http_addr();
         assert!(!addr.ends_with(":0"), "the log must name the bound port, not the configured one: {addr}");
         Api { daemon: Some(daemon), _project: p, base: format!("http://{addr}"), http: reqwest::Client::new() }
     }

@@ -27,30 +27,6 @@ const ANA: &str = "ana-board-token-9e02";
 const MANAGER: &str = "manager-board-token-5d88";
 const IMAP_PW: &str = "imap-pw-b0a4";
 
-/// Strips terminal colour codes from a log line.
-fn plain(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn bound_addr(log: &str) -> Option<String> {
-    let line = log.lines().map(plain).find(|l| l.contains("http listening"))?;
-    let rest = &line[line.find("addr=")? + 5..];
-    Some(rest.split_whitespace().next()?.to_string())
-}
-
 /// A sequence whose window is always open, so the daemon on the real clock
 /// sends step 1 at once; a reply moves the lead to `connecting`.
 const DEMO: &str = "stage = \"qualification\"\nreply_stage = \"connecting\"\n\
@@ -82,13 +58,9 @@ impl Board {
         std::fs::write(&path, text).expect("write config");
         p.tmp.write_sequence("demo", DEMO);
         let daemon = p.spawn_run(&[("CADENCE_TOKEN_NIK", NIK), ("CADENCE_TOKEN_ANA", ANA), ("CADENCE_MANAGER_TOKEN", MANAGER)]);
-        let mut addr = None;
-        wait_until_blocking("cadence run to log its HTTP address", Duration::from_secs(60), || {
-            addr = bound_addr(&daemon.log());
-            addr.is_some()
-        });
+        let addr = daemon.http_addr();
         let http = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Board { daemon: Some(daemon), p, base: format!("http://{}", addr.expect("address")), http }
+        Board { daemon: Some(daemon), p, base: format!("http://{addr}"), http }
     }
 
     fn url(&self, path: &str) -> String {
