@@ -217,14 +217,16 @@ fn a_permanent_rejection_at_rcpt_bounces_and_suppresses() {
 fn a_render_error_fails_that_send_and_pauses_only_that_lead() {
     let server = SmtpServer::start(SmtpOptions::default());
     let p = smtp_project(&server, Opts::default());
-    // No company: the intro's subject uses {{company}}.
-    p.ok(&["enroll", "nocompany@acme.example", "--sequence", "outreach", "--now", "2026-11-30T10:00:00Z"]);
-    p.enroll("fine@other.example", "UTC", "2026-11-30T10:00:00Z");
+    // A template that uses the lead's title without a fallback.
+    p.tmp.write_template("titled", "---\nsubject: \"For the {{title}}\"\n---\nHello.\n");
+    p.tmp.write_sequence("titled", "[[steps]]\nwait = \"0s\"\ntemplate = \"titled\"\n");
+    p.ok(&["enroll", "notitle@acme.example", "--sequence", "titled", "--now", "2026-11-30T10:00:00Z"]);
+    p.ok(&["enroll", "fine@other.example", "--sequence", "titled", "--title", "CTO", "--now", "2026-11-30T10:00:00Z"]);
     assert_eq!(p.tick("2026-11-30T10:00:00Z")["sent"], 1);
-    let show = p.json(&["show", "nocompany@acme.example"]);
+    let show = p.json(&["show", "notitle@acme.example"]);
     assert_eq!(show["enrollments"][0]["state"], "paused");
     let failed = show["touchpoints"].as_array().unwrap().iter().find(|t| t["kind"] == "send_failed").expect("send_failed");
-    assert!(failed["detail"].as_str().unwrap().contains("company"), "{failed}");
+    assert!(failed["detail"].as_str().unwrap().contains("title"), "{failed}");
     assert_eq!(server.messages()[0].rcpt_to, ["fine@other.example"]);
 }
 

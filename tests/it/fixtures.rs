@@ -193,7 +193,7 @@ after = "7 days"
             "always",
             "send_window = { days = \"Mon-Sun\", start = \"00:00\", end = \"24:00\" }\n\n[[steps]]\nwait = \"0s\"\ntemplate = \"intro\"\n\n[[steps]]\nwait = \"2 days\"\ntemplate = \"bump\"\n",
         );
-        tmp.write_template("intro", "---\nsubject: \"Quick question about {{company}}\"\n---\nHi {{default first_name \"there\"}},\n\nstep {{step}} for {{company}}.\n\n{{> signature}}\nUnsubscribe: {{unsubscribe_url}}\n");
+        tmp.write_template("intro", "---\nsubject: \"Quick question about {{default company \\\"your team\\\"}}\"\n---\nHi {{default first_name \"there\"}},\n\nstep {{step}} for {{default company \"your team\"}}.\n\n{{> signature}}\nUnsubscribe: {{unsubscribe_url}}\n");
         for (name, line) in [
             ("bump", "Just bumping this up."),
             ("value", "Here is a case study."),
