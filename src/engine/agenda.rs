@@ -424,7 +424,8 @@ pub async fn run_due(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Vec<Age
         }
         let finished = engine.clock.now().timestamp_millis();
         store
-            .record_agenda_send(
+            .record_internal_send(
+                "agenda",
                 &rep.id,
                 rep.email.as_str(),
                 &message_id,

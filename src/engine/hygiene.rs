@@ -194,7 +194,17 @@ async fn send_digest(cfg: &Config, engine: &Engine, now: DateTime<Utc>) -> Resul
         let finished = engine.clock.now().timestamp_millis();
         engine
             .store
-            .record_digest_send(&rep.id, to.as_str(), &message_id, &subject, state, error.as_deref(), now.timestamp_millis(), finished)
+            .record_internal_send(
+                "digest",
+                &rep.id,
+                to.as_str(),
+                &message_id,
+                &subject,
+                state,
+                error.as_deref(),
+                now.timestamp_millis(),
+                finished,
+            )
             .await?;
         out.push(DigestSend { to: to.to_string(), message_id, state: state.to_string(), error });
     }

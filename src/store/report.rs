@@ -307,14 +307,16 @@ impl Store {
         Ok(dispatch!(self, pool => sqlx::query_as(sql).bind(job).fetch_optional(pool).await?))
     }
 
-    /// Records a digest email once its outcome is known (`sent`, `failed`
-    /// or `send_unknown`). The fire's claim is what keeps a digest from
-    /// going out twice; the row is the outbox's record of it. It is written
-    /// after the send, never left `sending`, because a digest has no
+    /// Records an internal email (the digest, a rep's agenda: `template`)
+    /// once its outcome is known (`sent`, `failed` or `send_unknown`), as
+    /// kind `digest` so no lead figure counts it. The fire's claim is what
+    /// keeps it from going out twice; the row is the outbox's record of it.
+    /// It is written after the send, never left `sending`, because it has no
     /// enrollment for the engine's crash recovery to move on.
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_digest_send(
+    pub async fn record_internal_send(
         &self,
+        template: &str,
         rep: &str,
         recipient: &str,
         message_id: &str,
@@ -326,9 +328,9 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
         let sql = "INSERT INTO sends (enrollment_id, lead_id, rep, kind, template, recipient, recipient_domain, message_id, subject, state, attempt, claimed_by, claimed_at, finished_at, error) \
-                   VALUES (NULL, NULL, $1, 'digest', 'digest', $2, $3, $4, $5, $6, 1, $7, $8, $9, $10) RETURNING id";
+                   VALUES (NULL, NULL, $1, 'digest', $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11) RETURNING id";
         Ok(dispatch!(self, pool => sqlx::query_scalar(sql)
-            .bind(rep).bind(recipient).bind(domain).bind(message_id).bind(subject).bind(state).bind(&self.instance)
+            .bind(rep).bind(template).bind(recipient).bind(domain).bind(message_id).bind(subject).bind(state).bind(&self.instance)
             .bind(claimed_at).bind(finished_at).bind(error)
             .fetch_one(pool).await?))
     }

@@ -382,27 +382,4 @@ impl Store {
         );
         Ok(dispatch!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
     }
-
-    /// Records an internal email to a rep (the agenda) once its outcome is
-    /// known, as the digest is: kind `digest`, so no lead figure counts it.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_agenda_send(
-        &self,
-        rep: &str,
-        recipient: &str,
-        message_id: &str,
-        subject: &str,
-        state: &str,
-        error: Option<&str>,
-        claimed_at: i64,
-        finished_at: i64,
-    ) -> Result<i64, StoreError> {
-        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        let sql = "INSERT INTO sends (enrollment_id, lead_id, rep, kind, template, recipient, recipient_domain, message_id, subject, state, attempt, claimed_by, claimed_at, finished_at, error) \
-                   VALUES (NULL, NULL, $1, 'digest', 'agenda', $2, $3, $4, $5, $6, 1, $7, $8, $9, $10) RETURNING id";
-        Ok(dispatch!(self, pool => sqlx::query_scalar(sql)
-            .bind(rep).bind(recipient).bind(domain).bind(message_id).bind(subject).bind(state).bind(&self.instance)
-            .bind(claimed_at).bind(finished_at).bind(error)
-            .fetch_one(pool).await?))
-    }
 }
