@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{begin_sql, dispatch, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{begin_sql, dispatch, json_rows, reserve_ids, Backend, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -143,17 +143,31 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
     !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
 }
 
-/// Rows per multi-row INSERT of the import's fast path. Small on purpose:
-/// binding costs sqlx-sqlite time quadratic in a statement's parameter
-/// count (it looks up each `$n` by name), which dominated the profile at 500
-/// rows (5,000 parameters).
-const BULK_ROWS: usize = 64;
-/// Values per `IN (...)` lookup (same reason).
-const LOOKUP_CHUNK: usize = 128;
+// The set-wise writes of new leads (see `enroll_batch`). Each reads the
+// batch from one JSON array bound as `$1` (`{rows}`, see [`json_rows`]):
+// one parameter and one statement per table, however many rows. The ids
+// are reserved beforehand ([`reserve_ids`]), so nothing comes back.
+/// `[id, email, domain, first_name, last_name, company, title, timezone,
+/// region, value, fields]` per lead; `$2` owner, `$3` stage, `$4` now.
+const INSERT_NEW_LEADS: &str = "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+     owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
+     SELECT CAST(j.value->>0 AS BIGINT), j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5, j.value->>6, j.value->>7, j.value->>8, \
+     CAST(j.value->>9 AS DOUBLE PRECISION), j.value->>10, $2, $3, 'active', 0, $4, $4, $4, $4 FROM {rows}";
+/// `[id, lead_id, due_at, next_at]` per enrollment; `$2` sequence, `$3` rep, `$4` now.
+const INSERT_NEW_ENROLLMENTS: &str = "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
+     SELECT CAST(j.value->>0 AS BIGINT), CAST(j.value->>1 AS BIGINT), $2, $3, 'active', 'step', 0, 0, CAST(j.value->>2 AS BIGINT), \
+     CAST(j.value->>3 AS BIGINT), $4, $4 FROM {rows}";
+/// One touchpoint per row of the enrollments' array; `$2` kind, `$3` now, `$4` rep, `$5` detail.
+const INSERT_NEW_TOUCHES: &str = "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) \
+     SELECT CAST(j.value->>1 AS BIGINT), CAST(j.value->>0 AS BIGINT), $2, $3, $4, $5, $3 FROM {rows}";
 
-/// `$from, $from+1, ...`: `n` numbered placeholders.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+fn bulk_sql<DB: Backend + sqlx::Database>(template: &str, pool: &sqlx::Pool<DB>) -> String {
+    template.replace("{rows}", json_rows(pool))
+}
+
+/// The rows of a bulk statement's `$1`, as JSON text.
+fn json_array<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows serialise")
 }
 
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
@@ -193,33 +207,23 @@ impl Store {
             let mut results: Vec<Option<Result<Enrolled, Refusal>>> = vec![None; inputs.len()];
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
-            let mut wanted: Vec<String> = Vec::with_capacity(inputs.len() * 2);
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
-            for email in &emails {
-                if uniq.insert(email.as_str()) {
-                    wanted.push(email.as_str().to_string());
-                }
-            }
-            let mut existing: HashSet<String> = HashSet::new();
-            for chunk in wanted.chunks(LOOKUP_CHUNK) {
-                let sql = format!("SELECT email FROM leads WHERE email IN ({})", placeholders(1, chunk.len()));
-                let mut q = sqlx::query_scalar::<_, String>(&sql);
-                for e in chunk {
-                    q = q.bind(e);
-                }
-                existing.extend(q.fetch_all(&mut *tx).await?);
-            }
+            let addresses: Vec<[&str; 1]> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).map(|e| [e]).collect();
+            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = j.value->>0", json_rows(pool)))
+                .bind(json_array(&addresses))
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
-            wanted.extend(domains);
-            let mut suppressed: HashMap<String, String> = HashMap::new();
-            for chunk in wanted.chunks(LOOKUP_CHUNK) {
-                let sql = format!("SELECT pattern, reason FROM suppressions WHERE pattern IN ({})", placeholders(1, chunk.len()));
-                let mut q = sqlx::query_as::<_, (String, String)>(&sql);
-                for p in chunk {
-                    q = q.bind(p);
-                }
-                suppressed.extend(q.fetch_all(&mut *tx).await?);
-            }
+            let patterns: Vec<[&str; 1]> = addresses.iter().copied().chain(domains.iter().map(|d| [d.as_str()])).collect();
+            let suppressed: HashMap<String, String> =
+                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = j.value->>0", json_rows(pool)))
+                    .bind(json_array(&patterns))
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
             // New, unsuppressed addresses seen once in the batch (nearly
             // every row of an import) are written set-wise; the rest go one
             // by one below, in input order.
@@ -243,112 +247,62 @@ impl Store {
                 // A new lead starts in the sequence's stage (else the first).
                 let stage = plan.enroll_stage.unwrap_or(plan.first_stage);
                 let owner = plan.rep;
-                let enrolled_detail = format!("sequence {}", plan.sequence);
-                let stage_detail = format!("-> {stage}");
-                for chunk in fresh.chunks(BULK_ROWS) {
-                    let values: Vec<String> = (0..chunk.len())
-                        .map(|r| {
-                            let b = 4 + r * 10;
-                            format!(
-                                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $2, $3, 'active', 0, $1, $1, $1, $1)",
-                                b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
-                            )
-                        })
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO leads (email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, \
-                         stage_changed_at, last_touch_at, created_at, updated_at) VALUES {} RETURNING id, email",
-                        values.join(", ")
-                    );
-                    let mut rows: Vec<LeadRow> = Vec::with_capacity(chunk.len());
-                    let mut q = sqlx::query_as::<_, (i64, String)>(&sql).bind(now).bind(owner).bind(stage);
-                    for &i in chunk {
-                        let input = &inputs[i];
-                        let email = emails[i];
-                        let fields = serde_json::to_string(&input.fields).expect("string map serialises");
-                        let row = LeadRow {
-                            id: 0,
-                            email: email.as_str().to_string(),
-                            domain: email.domain().to_string(),
-                            first_name: input.first_name.clone(),
-                            last_name: input.last_name.clone(),
-                            company: input.company.clone(),
-                            title: input.title.clone(),
-                            timezone: input.timezone.map(|t| t.name().to_string()),
-                            region: input.region.clone(),
-                            value: input.value,
-                            fields,
-                            owner: Some(owner.to_string()),
-                            stage: stage.to_string(),
-                            status: "active".into(),
-                            stale: 0,
-                            stage_changed_at: now,
-                            last_touch_at: Some(now),
-                            created_at: now,
-                            updated_at: now,
-                        };
-                        q = q
-                            .bind(row.email.clone())
-                            .bind(row.domain.clone())
-                            .bind(row.first_name.clone())
-                            .bind(row.last_name.clone())
-                            .bind(row.company.clone())
-                            .bind(row.title.clone())
-                            .bind(row.timezone.clone())
-                            .bind(row.region.clone())
-                            .bind(row.value)
-                            .bind(row.fields.clone());
-                        rows.push(row);
-                    }
-                    let ids: HashMap<String, i64> = q.fetch_all(&mut *tx).await?.into_iter().map(|(id, email)| (email, id)).collect();
-                    let mut sched = Vec::with_capacity(rows.len());
-                    for row in &mut rows {
-                        row.id = *ids.get(&row.email).ok_or_else(|| StoreError::Data(format!("lead {} was not inserted", row.email)))?;
-                        sched.push((plan.schedule)(row));
-                    }
-                    let values: Vec<String> = (0..rows.len())
-                        .map(|r| {
-                            let b = 4 + r * 3;
-                            format!("(${}, $2, $3, 'active', 'step', 0, 0, ${}, ${}, $1, $1)", b, b + 1, b + 2)
-                        })
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO enrollments (lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) VALUES {} RETURNING id, lead_id",
-                        values.join(", ")
-                    );
-                    let mut q = sqlx::query_as::<_, (i64, i64)>(&sql).bind(now).bind(plan.sequence).bind(owner);
-                    for (row, (due_at, next_at)) in rows.iter().zip(&sched) {
-                        q = q.bind(row.id).bind(*due_at).bind(*next_at);
-                    }
-                    let enrollment_ids: HashMap<i64, i64> = q.fetch_all(&mut *tx).await?.into_iter().map(|(id, lead)| (lead, id)).collect();
-                    // Two touchpoints per lead: enrolled, and the stage it starts in.
-                    let values: Vec<String> = (0..rows.len())
-                        .map(|r| {
-                            let b = 7 + r * 2;
-                            format!("(${b}, ${}, $3, $1, $2, NULL, NULL, $5, NULL, $1), (${b}, ${}, $4, $1, $2, NULL, NULL, $6, NULL, $1)", b + 1, b + 1)
-                        })
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) VALUES {}",
-                        values.join(", ")
-                    );
-                    let mut q = sqlx::query(&sql)
+                let lead_ids = reserve_ids(pool, &mut tx, "leads", fresh.len()).await?;
+                let enrollment_ids = reserve_ids(pool, &mut tx, "enrollments", fresh.len()).await?;
+                let mut leads: Vec<LeadRow> = Vec::with_capacity(fresh.len());
+                let mut enrollments: Vec<(i64, i64, i64, Option<i64>)> = Vec::with_capacity(fresh.len());
+                for ((&i, lead_id), enrollment_id) in fresh.iter().zip(lead_ids).zip(enrollment_ids) {
+                    let input = &inputs[i];
+                    let email = emails[i];
+                    let lead = LeadRow {
+                        id: lead_id,
+                        email: email.as_str().to_string(),
+                        domain: email.domain().to_string(),
+                        first_name: input.first_name.clone(),
+                        last_name: input.last_name.clone(),
+                        company: input.company.clone(),
+                        title: input.title.clone(),
+                        timezone: input.timezone.map(|t| t.name().to_string()),
+                        region: input.region.clone(),
+                        value: input.value,
+                        fields: serde_json::to_string(&input.fields).expect("string map serialises"),
+                        owner: Some(owner.to_string()),
+                        stage: stage.to_string(),
+                        status: "active".into(),
+                        stale: 0,
+                        stage_changed_at: now,
+                        last_touch_at: Some(now),
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    let (due_at, next_at) = (plan.schedule)(&lead);
+                    enrollments.push((enrollment_id, lead_id, due_at, next_at));
+                    leads.push(lead);
+                    results[i] = Some(Ok(Enrolled { lead_id, enrollment_id, created_lead: true, next_at }));
+                }
+                let lead_values: Vec<_> = leads
+                    .iter()
+                    .map(|l| (l.id, &l.email, &l.domain, &l.first_name, &l.last_name, &l.company, &l.title, &l.timezone, &l.region, l.value, &l.fields))
+                    .collect();
+                sqlx::query(&bulk_sql(INSERT_NEW_LEADS, pool)).bind(json_array(&lead_values)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
+                let enrollments = json_array(&enrollments);
+                sqlx::query(&bulk_sql(INSERT_NEW_ENROLLMENTS, pool))
+                    .bind(&enrollments)
+                    .bind(plan.sequence)
+                    .bind(owner)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                // Two touchpoints per lead: enrolled, then the stage it starts in.
+                for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
+                    sqlx::query(&bulk_sql(INSERT_NEW_TOUCHES, pool))
+                        .bind(&enrollments)
+                        .bind(kind.as_str())
                         .bind(now)
                         .bind(owner)
-                        .bind(TouchKind::Enrolled.as_str())
-                        .bind(TouchKind::StageChange.as_str())
-                        .bind(&enrolled_detail)
-                        .bind(&stage_detail);
-                    let mut out = Vec::with_capacity(rows.len());
-                    for (row, (_, next_at)) in rows.iter().zip(&sched) {
-                        let eid = *enrollment_ids.get(&row.id).ok_or_else(|| StoreError::Data(format!("enrollment of {} was not inserted", row.email)))?;
-                        q = q.bind(row.id).bind(eid);
-                        out.push(Enrolled { lead_id: row.id, enrollment_id: eid, created_lead: true, next_at: *next_at });
-                    }
-                    q.execute(&mut *tx).await?;
-                    for (&i, e) in chunk.iter().zip(out) {
-                        results[i] = Some(Ok(e));
-                    }
+                        .bind(detail)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             for &i in &slow {
