@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{begin_sql, dispatch, json_rows, reserve_ids, Backend, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{begin_sql, dispatch, reserve_ids, with_json_rows, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -144,26 +144,24 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
 }
 
 // The set-wise writes of new leads (see `enroll_batch`). Each reads the
-// batch from one JSON array bound as `$1` (`{rows}`, see [`json_rows`]):
+// batch as rows `r` of a JSON array bound as `$1` ([`with_json_rows`]):
 // one parameter and one statement per table, however many rows. The ids
 // are reserved beforehand ([`reserve_ids`]), so nothing comes back.
 /// `[id, email, domain, first_name, last_name, company, title, timezone,
 /// region, value, fields]` per lead; `$2` owner, `$3` stage, `$4` now.
-const INSERT_NEW_LEADS: &str = "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+const INSERT_NEW_LEADS: &str =
+    "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
      owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
-     SELECT CAST(j.value->>0 AS BIGINT), j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5, j.value->>6, j.value->>7, j.value->>8, \
-     CAST(j.value->>9 AS DOUBLE PRECISION), j.value->>10, $2, $3, 'active', 0, $4, $4, $4, $4 FROM {rows}";
+     SELECT CAST(v->>0 AS BIGINT), v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, \
+     CAST(v->>9 AS DOUBLE PRECISION), v->>10, $2, $3, 'active', 0, $4, $4, $4, $4 FROM r";
 /// `[id, lead_id, due_at, next_at]` per enrollment; `$2` sequence, `$3` rep, `$4` now.
-const INSERT_NEW_ENROLLMENTS: &str = "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
-     SELECT CAST(j.value->>0 AS BIGINT), CAST(j.value->>1 AS BIGINT), $2, $3, 'active', 'step', 0, 0, CAST(j.value->>2 AS BIGINT), \
-     CAST(j.value->>3 AS BIGINT), $4, $4 FROM {rows}";
+const INSERT_NEW_ENROLLMENTS: &str =
+    "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
+     SELECT CAST(v->>0 AS BIGINT), CAST(v->>1 AS BIGINT), $2, $3, 'active', 'step', 0, 0, CAST(v->>2 AS BIGINT), \
+     CAST(v->>3 AS BIGINT), $4, $4 FROM r";
 /// One touchpoint per row of the enrollments' array; `$2` kind, `$3` now, `$4` rep, `$5` detail.
 const INSERT_NEW_TOUCHES: &str = "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) \
-     SELECT CAST(j.value->>1 AS BIGINT), CAST(j.value->>0 AS BIGINT), $2, $3, $4, $5, $3 FROM {rows}";
-
-fn bulk_sql<DB: Backend + sqlx::Database>(template: &str, pool: &sqlx::Pool<DB>) -> String {
-    template.replace("{rows}", json_rows(pool))
-}
+     SELECT CAST(v->>1 AS BIGINT), CAST(v->>0 AS BIGINT), $2, $3, $4, $5, $3 FROM r";
 
 /// The rows of a bulk statement's `$1`, as JSON text.
 fn json_array<T: Serialize>(rows: &[T]) -> String {
@@ -209,7 +207,7 @@ impl Store {
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
             let addresses: Vec<[&str; 1]> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).map(|e| [e]).collect();
-            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = j.value->>0", json_rows(pool)))
+            let existing: HashSet<String> = sqlx::query_scalar(&with_json_rows(pool, "SELECT l.email FROM r JOIN leads l ON l.email = r.v->>0"))
                 .bind(json_array(&addresses))
                 .fetch_all(&mut *tx)
                 .await?
@@ -218,7 +216,7 @@ impl Store {
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
             let patterns: Vec<[&str; 1]> = addresses.iter().copied().chain(domains.iter().map(|d| [d.as_str()])).collect();
             let suppressed: HashMap<String, String> =
-                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = j.value->>0", json_rows(pool)))
+                sqlx::query_as(&with_json_rows(pool, "SELECT s.pattern, s.reason FROM r JOIN suppressions s ON s.pattern = r.v->>0"))
                     .bind(json_array(&patterns))
                     .fetch_all(&mut *tx)
                     .await?
@@ -284,9 +282,9 @@ impl Store {
                     .iter()
                     .map(|l| (l.id, &l.email, &l.domain, &l.first_name, &l.last_name, &l.company, &l.title, &l.timezone, &l.region, l.value, &l.fields))
                     .collect();
-                sqlx::query(&bulk_sql(INSERT_NEW_LEADS, pool)).bind(json_array(&lead_values)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
+                sqlx::query(&with_json_rows(pool, INSERT_NEW_LEADS)).bind(json_array(&lead_values)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
                 let enrollments = json_array(&enrollments);
-                sqlx::query(&bulk_sql(INSERT_NEW_ENROLLMENTS, pool))
+                sqlx::query(&with_json_rows(pool, INSERT_NEW_ENROLLMENTS))
                     .bind(&enrollments)
                     .bind(plan.sequence)
                     .bind(owner)
@@ -295,7 +293,7 @@ impl Store {
                     .await?;
                 // Two touchpoints per lead: enrolled, then the stage it starts in.
                 for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
-                    sqlx::query(&bulk_sql(INSERT_NEW_TOUCHES, pool))
+                    sqlx::query(&with_json_rows(pool, INSERT_NEW_TOUCHES))
                         .bind(&enrollments)
                         .bind(kind.as_str())
                         .bind(now)

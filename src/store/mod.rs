@@ -60,22 +60,25 @@ pub(crate) trait Backend: sqlx::Database {
     /// One daemon per database: a send left `sending` by anyone else is an
     /// orphan at once. Otherwise only when its claimer stopped heartbeating.
     const SINGLE_INSTANCE: bool;
-    /// A JSON array bound as `$1`, as a table `j` of one row per element
-    /// (read as `j.value->>N`, cast where the column is not text). Bulk
+    /// The elements of a JSON array bound as `$1`, one row each. Bulk
     /// statements bind a whole batch this way: one parameter instead of one
     /// per value, which sqlx-sqlite binds in time quadratic in their count.
     const JSON_ROWS: &'static str;
     /// `n` ids of `table`, for rows that a bulk statement inserts with their
     /// ids given, so that nothing has to be read back. Call it inside the
     /// transaction that inserts them.
-    fn reserve_ids(conn: &mut Self::Connection, table: &'static str, n: usize) -> impl std::future::Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
+    fn reserve_ids(
+        conn: &mut Self::Connection,
+        table: &'static str,
+        n: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
 }
 impl Backend for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const SKIP_LOCKED: &'static str = "";
     const CLAIM_LOCK: Option<&'static str> = None;
     const SINGLE_INSTANCE: bool = true;
-    const JSON_ROWS: &'static str = "json_each($1) AS j";
+    const JSON_ROWS: &'static str = "SELECT value FROM json_each($1)";
     /// The ids after the largest: the transaction (`BEGIN IMMEDIATE`) holds
     /// the write lock, so no one else can take them.
     async fn reserve_ids(conn: &mut sqlx::SqliteConnection, table: &'static str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
@@ -88,7 +91,7 @@ impl Backend for sqlx::Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7262026)");
     const SINGLE_INSTANCE: bool = false;
-    const JSON_ROWS: &'static str = "jsonb_array_elements($1::text::jsonb) AS j(value)";
+    const JSON_ROWS: &'static str = "SELECT value FROM jsonb_array_elements($1::text::jsonb)";
     /// Drawn from the identity column's sequence, like a default id.
     async fn reserve_ids(conn: &mut sqlx::PgConnection, table: &'static str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
         sqlx::query_scalar(&format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)"))
@@ -111,8 +114,12 @@ pub(crate) fn begin_sql<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'s
 pub(crate) fn skip_locked<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
     DB::SKIP_LOCKED
 }
-pub(crate) fn json_rows<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
-    DB::JSON_ROWS
+/// `statement` reading the JSON array bound as `$1` as the table `r`, one
+/// element per row in column `v` (read with `v->>N`, cast where the column
+/// is not text). The rows are materialized first so that each element is
+/// taken out of the array once, not once per `v->>N`.
+pub(crate) fn with_json_rows<DB: Backend>(_: &sqlx::Pool<DB>, statement: &str) -> String {
+    format!("WITH r (v) AS MATERIALIZED ({}) {statement}", DB::JSON_ROWS)
 }
 pub(crate) async fn reserve_ids<DB: Backend>(
     _: &sqlx::Pool<DB>,

@@ -1,6 +1,8 @@
 //! The command line against real SQLite files: enroll, show, leads, import,
 //! refusals, manual control and `check`.
 
+use serde_json::json;
+
 use crate::fixtures::{text, Project};
 
 const MON_10_UTC: &str = "2026-11-30T10:00:00Z";
@@ -167,6 +169,71 @@ fn import_keeps_good_rows_names_bad_lines_and_is_idempotent() {
         snapshot,
         "re-import changed nothing"
     );
+}
+
+/// The importer writes new leads set-wise and everything else one by one:
+/// a batch that mixes new, repeated, suppressed and existing leads must end
+/// exactly as enrolling its rows one at a time does.
+#[test]
+fn an_imported_batch_ends_as_enrolling_its_rows_one_by_one() {
+    let rows: [[&str; 4]; 8] = [
+        ["new1@one.example", "Ana", "One", "Europe/Berlin"],
+        ["returning@two.example", "Bea", "", ""],
+        ["new2@three.example", "", "Three", "America/New_York"],
+        ["new1@one.example", "Again", "One", ""],
+        ["live@two.example", "Cid", "Two", ""],
+        ["no@two.example", "Dee", "Two", ""],
+        ["x@blocked.example", "Eve", "Blocked", ""],
+        ["new3@four.example", "Fay", "Four", "UTC"],
+    ];
+    let prepared = || {
+        let p = Project::file();
+        p.enroll("returning@two.example", "Asia/Jakarta", MON_10_UTC);
+        p.ok(&["unenroll", "returning@two.example"]);
+        p.enroll("live@two.example", "UTC", MON_10_UTC);
+        p.ok(&["suppress", "no@two.example"]);
+        p.ok(&["suppress", "@blocked.example"]);
+        p
+    };
+    let later = "2026-12-01T09:00:00Z";
+
+    let batch = prepared();
+    let mut csv = String::from("email,first_name,company,timezone\n");
+    for r in &rows {
+        csv.push_str(&format!("{}\n", r.join(",")));
+    }
+    let file = batch.tmp.write("mixed.csv", &csv);
+    let summary = batch.json(&["import", file.to_str().unwrap(), "--sequence", "outreach", "--now", later]);
+    assert_eq!(
+        (&summary["enrolled"], &summary["new_leads"], &summary["already_enrolled"], &summary["suppressed"]),
+        (&json!(4), &json!(3), &json!(2), &json!(2)),
+        "{summary}"
+    );
+
+    let single = prepared();
+    for [email, first_name, company, timezone] in rows {
+        let mut args = vec!["enroll", email, "--sequence", "outreach", "--now", later];
+        for (flag, value) in [("--first-name", first_name), ("--company", company), ("--timezone", timezone)] {
+            if !value.is_empty() {
+                args.extend([flag, value]);
+            }
+        }
+        single.run(&args);
+    }
+
+    // Everything about every lead, without the ids (allocated differently).
+    let state = |p: &Project| {
+        let mut leads = Vec::new();
+        for email in ["new1@one.example", "returning@two.example", "new2@three.example", "live@two.example", "new3@four.example"] {
+            let mut lead = p.json(&["show", email]);
+            for e in lead["enrollments"].as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("id");
+            }
+            leads.push(lead);
+        }
+        (leads, p.sql("SELECT count(*) FROM leads; SELECT count(*) FROM enrollments; SELECT count(*) FROM touchpoints;"))
+    };
+    assert_eq!(state(&batch), state(&single));
 }
 
 #[test]
