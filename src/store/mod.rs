@@ -5,7 +5,8 @@
 //! The SQL is written once, in the subset both speak (`$n` placeholders,
 //! `RETURNING`, `ON CONFLICT`, times as integer milliseconds), and the
 //! [`dispatch!`] macro instantiates each body for both pools; the few places
-//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`) go through
+//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`, how a batch is
+//! bound as one JSON parameter and how its ids are reserved) go through
 //! [`Backend`]. Transactions are short and never span a network call.
 
 use std::str::FromStr;
