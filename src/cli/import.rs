@@ -2,7 +2,7 @@
 //!
 //! Rows are read one at a time and committed in batches, so a million-row
 //! file never sits in memory. Reading and validating run on a thread of
-//! their own, a batch or two ahead of the database writes, so that the two
+//! their own, a batch ahead of the database writes, so that the two
 //! overlap. A bad row is reported with its line number and skipped; every
 //! good row is kept.
 
@@ -21,8 +21,9 @@ use crate::store::Refusal;
 /// Rows per transaction: the more, the fewer times the same index pages
 /// are written out (a batch holds the write lock for well under a second).
 const BATCH: usize = 20_000;
-/// Batches read ahead of the database writes.
-const AHEAD: usize = 2;
+/// Batches waiting for the database while the next is read: one is enough
+/// for the two sides to overlap, and each waiting batch is memory.
+const AHEAD: usize = 1;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
