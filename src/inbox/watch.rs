@@ -9,9 +9,12 @@
 //!   every UID we know, so the whole folder is read again; the handler
 //!   de-duplicates by Message-ID (or content hash), so nothing is recorded
 //!   twice.
+//! - **A batch is the unit of work.** The handler gets a whole fetch batch
+//!   and records it in one transaction: per-message transactions and
+//!   look-ups were what made a full inbox slow to read.
 //! - **A store failure never skips mail.** The saved position only moves past
-//!   messages the handler accepted; the failing message is read again next
-//!   time.
+//!   batches the handler accepted (committed); the failing batch is read
+//!   again next time, whole.
 //! - **`synced_at` is a promise.** It is written only at the end of a
 //!   complete sync. The engine holds a rep's sending when it is older than
 //!   `max_inbox_lag`, so IDLE is re-issued (and the inbox re-synced) at least
@@ -140,18 +143,20 @@ pub struct SyncReport {
     pub last_uid: u32,
 }
 
-/// Receives each new message's bytes, in UID order. The seam between moving
-/// mail and acting on it: the daemon uses [`Inbound`], tests count calls.
+/// Receives the new messages' bytes, a fetch batch at a time, in UID
+/// order. The seam between moving mail and acting on it: the daemon uses
+/// [`Inbound`], tests count calls.
 pub trait Handler: Send {
-    /// Processes one message. `Ok(true)` when that changed something,
-    /// `Ok(false)` when not (already processed, ignored, unmatched). An
-    /// error stops the sync before this message, which is read again next
-    /// time.
-    fn handle(&mut self, raw: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Processes one batch, all or nothing: `Ok(n)` when it is done and `n`
+    /// of its messages changed something (the others were already
+    /// processed, ignored or unmatched). An error stops the sync before the
+    /// batch, which is read again next time.
+    fn handle(&mut self, batch: &[&[u8]]) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 /// The real handler: classify, match and record through
-/// [`crate::engine::inbound::handle`], timed by the clock.
+/// [`crate::engine::inbound::handle`] (one transaction per batch), timed by
+/// the clock.
 pub struct Inbound<'a> {
     pub cfg: &'a Config,
     pub store: &'a Store,
@@ -160,11 +165,13 @@ pub struct Inbound<'a> {
 }
 
 impl Handler for Inbound<'_> {
-    async fn handle(&mut self, raw: &[u8]) -> Result<bool, StoreError> {
-        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, raw, self.clock.now()).await?;
-        tracing::debug!(rep = self.rep_id, kind = ?handled.kind, lead = ?handled.lead, ignored = ?handled.ignored, new = handled.outcome.new, "inbound message");
+    async fn handle(&mut self, batch: &[&[u8]]) -> Result<usize, StoreError> {
+        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, batch, self.clock.now()).await?;
+        for h in &handled {
+            tracing::debug!(rep = self.rep_id, kind = ?h.kind, lead = ?h.lead, ignored = ?h.ignored, new = h.outcome.new, "inbound message");
+        }
         // `outcome.new` is set only when the message was matched and recorded.
-        Ok(handled.outcome.new)
+        Ok(handled.iter().filter(|h| h.outcome.new).count())
     }
 }
 
@@ -380,6 +387,8 @@ pub async fn sync_once<H: Handler>(
             bodies.sort_unstable_by_key(|(uid, _)| *uid);
             bodies.dedup_by_key(|(uid, _)| *uid);
             let mut bodies = bodies.into_iter().peekable();
+            let mut uids = Vec::with_capacity(batch.len());
+            let mut raws: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
             for &(uid, size) in batch {
                 if size > MAX_MESSAGE_BYTES {
                     tracing::warn!(
@@ -391,31 +400,20 @@ pub async fn sync_once<H: Handler>(
                         "message too large to read; passed over"
                     );
                     report.skipped.push(uid);
-                    report.last_uid = uid;
-                    continue;
+                } else if let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) {
+                    uids.push(uid);
+                    raws.push(raw);
                 }
-                let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) else {
-                    // Expunged between the listing and the fetch.
-                    report.last_uid = uid;
-                    continue;
-                };
-                match handler.handle(&raw).await {
-                    Ok(acted) => {
-                        report.acted += usize::from(acted);
-                        report.uids.push(uid);
-                        report.last_uid = uid;
-                    }
-                    Err(e) => {
-                        // Keep what was done; this message is read again.
-                        if let Err(save) =
-                            store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), old_synced).await
-                        {
-                            tracing::warn!(rep = rep_id, error = %save, "cannot save the inbox position either");
-                        }
-                        return Err(e.into());
-                    }
-                }
+                // Else expunged between the listing and the fetch.
             }
+            if !raws.is_empty() {
+                // On an error the position stays before this batch: all of
+                // it is read again.
+                let raws: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+                report.acted += handler.handle(&raws).await?;
+            }
+            report.uids.extend(uids);
+            report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
             store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), old_synced).await?;
         }
     }

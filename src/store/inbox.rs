@@ -1,5 +1,6 @@
 //! Mailbox sync state and inbound de-duplication.
 
+use super::leads::{placeholders, LOOKUP_CHUNK};
 use super::{dispatch, Store, StoreError};
 
 impl Store {
@@ -61,6 +62,7 @@ pub struct InboundOutcome {
 /// Who sent a message we know, by its Message-ID.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SentRef {
+    pub id: i64,
     pub lead_id: Option<i64>,
     pub enrollment_id: Option<i64>,
     pub rep: String,
@@ -94,101 +96,108 @@ impl Store {
         Ok(())
     }
 
-    /// Our sends among these Message-IDs (for matching replies and bounces).
-    pub async fn sends_by_message_ids(&self, ids: &[String]) -> Result<Vec<SentRef>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    /// Our sends among these Message-IDs (for matching replies and
+    /// bounces), newest first.
+    pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
+        let mut out: Vec<SentRef> = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!("SELECT id, lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({})", placeholders(1, chunk.len()));
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({}) ORDER BY id DESC",
-            placeholders.join(", ")
-        );
-        Ok(dispatch!(self, pool => {
-            let mut q = sqlx::query_as(&sql);
-            for id in ids {
-                q = q.bind(id);
-            }
-            q.fetch_all(pool).await?
-        }))
+        out.sort_unstable_by_key(|s| std::cmp::Reverse(s.id));
+        Ok(out)
     }
 
-    /// Records an inbound message and its effects in one transaction; a
-    /// message already recorded (same rep and key) changes nothing.
+    /// Records inbound messages and their effects, in order, in one
+    /// transaction: each sees what the earlier ones did (two replies from
+    /// one lead, a reply then a bounce, the same message twice). A message
+    /// already recorded (same rep and key) changes nothing. One outcome per
+    /// action.
     pub async fn record_inbound(
         &self,
         now: i64,
-        a: &InboundAction<'_>,
+        actions: &[InboundAction<'_>],
         stage_rank: &(dyn Fn(&str) -> usize + Sync),
-    ) -> Result<InboundOutcome, StoreError> {
+    ) -> Result<Vec<InboundOutcome>, StoreError> {
         use super::leads::{touch, NewTouch};
         use crate::domain::{EnrollmentState, TouchKind};
-        let mut out = InboundOutcome::default();
+        let mut outcomes = Vec::with_capacity(actions.len());
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(super::begin_sql(pool)).await?;
-            let inserted = sqlx::query("INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, message_key) DO NOTHING")
-                .bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id).bind(now)
-                .execute(&mut *tx).await?.rows_affected();
-            if inserted == 0 {
-                return Ok(out);
-            }
-            out.new = true;
-            if let Some(lead_id) = a.lead_id {
-                let live: Option<(i64, String)> = sqlx::query_as("SELECT id, state FROM enrollments WHERE lead_id = $1 AND state IN ('active', 'paused') ORDER BY id DESC LIMIT 1")
-                    .bind(lead_id).fetch_optional(&mut *tx).await?;
-                let eid = live.as_ref().map(|(id, _)| *id);
-                touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now);
-                if let (Some((eid, state)), Some(to)) = (&live, a.enrollment_state) {
-                    // An auto-reply pauses only an active enrollment; a
-                    // manual pause stays manual.
-                    let applies = !(to == EnrollmentState::Paused && state == "paused");
-                    if applies {
-                        let ended = !to.is_live();
-                        sqlx::query(
-                            "UPDATE enrollments SET state = $1, next_at = NULL, paused_until = $2, updated_at = $3, \
-                             ended_at = CASE WHEN $4 = 1 THEN $3 ELSE ended_at END, end_reason = CASE WHEN $4 = 1 THEN $5 ELSE end_reason END WHERE id = $6",
-                        )
-                        .bind(to.as_str()).bind(a.paused_until).bind(now).bind(i64::from(ended)).bind(a.kind.as_str()).bind(eid)
-                        .execute(&mut *tx).await?;
-                        out.enrollment_changed = true;
-                    }
-                }
-                if let Some(stage) = a.stage {
-                    let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
-                    if let Some(old) = old {
-                        if stage_rank(stage) > stage_rank(&old) {
-                            sqlx::query("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3").bind(stage).bind(now).bind(lead_id).execute(&mut *tx).await?;
-                            let detail = format!("{old} -> {stage} ({})", a.kind);
-                            touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(TouchKind::StageChange), at: now, rep: Some(a.rep), detail: Some(&detail), ..Default::default() }, now);
+            for a in actions {
+                let mut out = InboundOutcome::default();
+                let inserted = sqlx::query("INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, message_key) DO NOTHING")
+                    .bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id).bind(now)
+                    .execute(&mut *tx).await?.rows_affected();
+                out.new = inserted > 0;
+                if out.new {
+                    if let Some(lead_id) = a.lead_id {
+                        let live: Option<(i64, String)> = sqlx::query_as("SELECT id, state FROM enrollments WHERE lead_id = $1 AND state IN ('active', 'paused') ORDER BY id DESC LIMIT 1")
+                            .bind(lead_id).fetch_optional(&mut *tx).await?;
+                        let eid = live.as_ref().map(|(id, _)| *id);
+                        touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now);
+                        if let (Some((eid, state)), Some(to)) = (&live, a.enrollment_state) {
+                            // An auto-reply pauses only an active enrollment; a
+                            // manual pause stays manual.
+                            let applies = !(to == EnrollmentState::Paused && state == "paused");
+                            if applies {
+                                let ended = !to.is_live();
+                                sqlx::query(
+                                    "UPDATE enrollments SET state = $1, next_at = NULL, paused_until = $2, updated_at = $3, \
+                                     ended_at = CASE WHEN $4 = 1 THEN $3 ELSE ended_at END, end_reason = CASE WHEN $4 = 1 THEN $5 ELSE end_reason END WHERE id = $6",
+                                )
+                                .bind(to.as_str()).bind(a.paused_until).bind(now).bind(i64::from(ended)).bind(a.kind.as_str()).bind(eid)
+                                .execute(&mut *tx).await?;
+                                out.enrollment_changed = true;
+                            }
+                        }
+                        if let Some(stage) = a.stage {
+                            let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
+                            if let Some(old) = old {
+                                if stage_rank(stage) > stage_rank(&old) {
+                                    sqlx::query("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3").bind(stage).bind(now).bind(lead_id).execute(&mut *tx).await?;
+                                    let detail = format!("{old} -> {stage} ({})", a.kind);
+                                    touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(TouchKind::StageChange), at: now, rep: Some(a.rep), detail: Some(&detail), ..Default::default() }, now);
+                                }
+                            }
+                        }
+                        if let Some(domain) = a.stop_domain {
+                            let others: Vec<(i64, i64)> = sqlx::query_as(
+                                "SELECT e.id, e.lead_id FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.domain = $1 AND e.lead_id <> $2 AND e.state IN ('active', 'paused')",
+                            ).bind(domain).bind(lead_id).fetch_all(&mut *tx).await?;
+                            for (oid, olead) in &others {
+                                sqlx::query("UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'colleague replied' WHERE id = $2")
+                                    .bind(now).bind(oid).execute(&mut *tx).await?;
+                                let detail = "stopped: a colleague at the same company replied";
+                                touch!(tx, NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(a.rep), detail: Some(detail), ..Default::default() }, now);
+                            }
+                            out.colleagues_stopped = others.len() as u64;
                         }
                     }
-                }
-                if let Some(domain) = a.stop_domain {
-                    let others: Vec<(i64, i64)> = sqlx::query_as(
-                        "SELECT e.id, e.lead_id FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.domain = $1 AND e.lead_id <> $2 AND e.state IN ('active', 'paused')",
-                    ).bind(domain).bind(lead_id).fetch_all(&mut *tx).await?;
-                    for (oid, olead) in &others {
-                        sqlx::query("UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'colleague replied' WHERE id = $2")
-                            .bind(now).bind(oid).execute(&mut *tx).await?;
-                        let detail = "stopped: a colleague at the same company replied";
-                        touch!(tx, NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(a.rep), detail: Some(detail), ..Default::default() }, now);
+                    if let Some(addr) = a.suppress {
+                        sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
+                            .bind(addr).bind(a.kind.as_str()).bind(now).execute(&mut *tx).await?;
+                        // Any other live enrollment of that address stops too.
+                        sqlx::query("UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 \
+                                     WHERE state IN ('active', 'paused') AND lead_id IN (SELECT id FROM leads WHERE email = $4)")
+                            .bind(if a.kind == TouchKind::Bounce { "bounced" } else { "unsubscribed" }).bind(now).bind(a.kind.as_str()).bind(addr)
+                            .execute(&mut *tx).await?;
                     }
-                    out.colleagues_stopped = others.len() as u64;
                 }
-            }
-            if let Some(addr) = a.suppress {
-                sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
-                    .bind(addr).bind(a.kind.as_str()).bind(now).execute(&mut *tx).await?;
-                // Any other live enrollment of that address stops too.
-                sqlx::query("UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 \
-                             WHERE state IN ('active', 'paused') AND lead_id IN (SELECT id FROM leads WHERE email = $4)")
-                    .bind(if a.kind == TouchKind::Bounce { "bounced" } else { "unsubscribed" }).bind(now).bind(a.kind.as_str()).bind(addr)
-                    .execute(&mut *tx).await?;
+                outcomes.push(out);
             }
             // A reply (or a stop) leaves the rep nothing to do there.
-            sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
+            if outcomes.iter().any(|o| o.new) {
+                sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
-        Ok(out)
+        Ok(outcomes)
     }
 }

@@ -149,10 +149,10 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
 /// rows (5,000 parameters).
 const BULK_ROWS: usize = 64;
 /// Values per `IN (...)` lookup (same reason).
-const LOOKUP_CHUNK: usize = 128;
+pub(super) const LOOKUP_CHUNK: usize = 128;
 
 /// `$from, $from+1, ...`: `n` numbered placeholders.
-fn placeholders(from: usize, n: usize) -> String {
+pub(super) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -481,13 +481,65 @@ impl Store {
         Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
     }
 
+    /// The leads with these ids, in no particular order (the inbox's batches).
+    pub async fn leads_by_ids(&self, ids: &[i64]) -> Result<Vec<LeadRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN ({})", placeholders(1, chunk.len()));
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
+        }
+        Ok(out)
+    }
+
+    /// The leads with these addresses, in no particular order (the inbox's
+    /// batches).
+    pub async fn leads_by_emails(&self, emails: &[&EmailAddress]) -> Result<Vec<LeadRow>, StoreError> {
+        let mut out = Vec::with_capacity(emails.len());
+        for chunk in emails.chunks(LOOKUP_CHUNK) {
+            let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE email IN ({})", placeholders(1, chunk.len()));
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for email in chunk {
+                    q = q.bind(email.as_str());
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
+        }
+        Ok(out)
+    }
+
     /// The lead's live enrollment, else its latest one.
     pub async fn current_enrollment(&self, lead_id: i64) -> Result<Option<EnrollmentRow>, StoreError> {
-        let sql = format!(
-            "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 \
-             ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC LIMIT 1"
-        );
-        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(lead_id).fetch_optional(pool).await?))
+        Ok(self.current_enrollments(&[lead_id]).await?.pop())
+    }
+
+    /// [`Store::current_enrollment`] of each of these leads that has one, in
+    /// no particular order.
+    pub async fn current_enrollments(&self, lead_ids: &[i64]) -> Result<Vec<EnrollmentRow>, StoreError> {
+        let mut out = Vec::with_capacity(lead_ids.len());
+        for chunk in lead_ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE id IN (\
+                 SELECT (SELECT e.id FROM enrollments e WHERE e.lead_id = l.id \
+                 ORDER BY CASE WHEN e.state IN ('active', 'paused') THEN 0 ELSE 1 END, e.id DESC LIMIT 1) \
+                 FROM leads l WHERE l.id IN ({}))",
+                placeholders(1, chunk.len())
+            );
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
+        }
+        Ok(out)
     }
 
     pub async fn lead_detail(&self, email: &str) -> Result<Option<LeadDetail>, StoreError> {
