@@ -219,14 +219,7 @@ struct Decision<'a> {
 }
 
 /// What one message does, given what the store knew before the batch.
-fn decide<'a>(
-    cfg: &'a Config,
-    rep_id: &'a str,
-    own: Option<&str>,
-    known: &'a Known,
-    m: Message<'a>,
-    now: DateTime<Utc>,
-) -> Decision<'a> {
+fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Known, m: Message<'a>, now: DateTime<Utc>) -> Decision<'a> {
     let v = m.verdict;
     let mut handled = Handled { kind: v.kind, lead: None, ignored: None, outcome: InboundOutcome::default() };
     let ignore = |mut handled: Handled, why, record| {

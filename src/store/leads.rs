@@ -134,6 +134,69 @@ macro_rules! touch {
 }
 pub(crate) use touch;
 
+/// [`touch!`] for many touchpoints, a few rows per statement (the inbox's
+/// batches): one INSERT, and one UPDATE of the leads' last touch.
+macro_rules! touches {
+    ($tx:expr, $touches:expr, $now:expr) => {{
+        let touches: &[$crate::store::leads::NewTouch] = &$touches;
+        for chunk in touches.chunks($crate::store::leads::BULK_ROWS) {
+            let sql = $crate::store::leads::insert_touches_sql(chunk.len());
+            let mut q = sqlx::query(&sql).bind($now);
+            for t in chunk {
+                q = q
+                    .bind(t.lead_id)
+                    .bind(t.enrollment_id)
+                    .bind(t.kind.expect("touch kind").as_str())
+                    .bind(t.at)
+                    .bind(t.rep)
+                    .bind(t.subject)
+                    .bind(t.message_id)
+                    .bind(t.detail)
+                    .bind(t.step);
+            }
+            q.execute(&mut *$tx).await?;
+            let counted: Vec<&$crate::store::leads::NewTouch> =
+                chunk.iter().filter(|t| $crate::store::leads::counts_as_touch(t.kind.expect("touch kind"))).collect();
+            if !counted.is_empty() {
+                let sql = $crate::store::leads::update_last_touches_sql(counted.len());
+                let mut q = sqlx::query(&sql);
+                for t in counted {
+                    q = q.bind(t.lead_id).bind(t.at);
+                }
+                q.execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+pub(crate) use touches;
+
+/// [`INSERT_TOUCH`] for `rows` rows: `$1` is `created_at`, then nine
+/// parameters per row.
+pub(crate) fn insert_touches_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = 2 + r * 9;
+            format!("({}, $1)", placeholders(b, 9))
+        })
+        .collect();
+    format!(
+        "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// [`UPDATE_LAST_TOUCH`] for `rows` (lead id, at) pairs; a lead given twice
+/// gets the later time.
+pub(crate) fn update_last_touches_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows).map(|r| format!("({})", placeholders(1 + r * 2, 2))).collect();
+    format!(
+        "WITH v (id, at) AS (VALUES {}) \
+         UPDATE leads SET last_touch_at = (SELECT MAX(v.at) FROM v WHERE v.id = leads.id), stale = 0 \
+         WHERE leads.id IN (SELECT v.id FROM v) AND (last_touch_at IS NULL OR last_touch_at < (SELECT MAX(v.at) FROM v WHERE v.id = leads.id))",
+        values.join(", ")
+    )
+}
+
 pub(crate) fn update_last_touch() -> &'static str {
     UPDATE_LAST_TOUCH
 }
@@ -147,12 +210,12 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
 /// binding costs sqlx-sqlite time quadratic in a statement's parameter
 /// count (it looks up each `$n` by name), which dominated the profile at 500
 /// rows (5,000 parameters).
-const BULK_ROWS: usize = 64;
+pub(crate) const BULK_ROWS: usize = 64;
 /// Values per `IN (...)` lookup (same reason).
-pub(super) const LOOKUP_CHUNK: usize = 128;
+pub(crate) const LOOKUP_CHUNK: usize = 128;
 
 /// `$from, $from+1, ...`: `n` numbered placeholders.
-pub(super) fn placeholders(from: usize, n: usize) -> String {
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
