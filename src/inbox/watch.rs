@@ -367,58 +367,103 @@ pub async fn sync_once<H: Handler>(
         listed.sort_unstable();
         listed.dedup_by_key(|(uid, _)| *uid);
 
-        for batch in batches(&listed) {
-            let wanted: Vec<u32> = batch.iter().filter(|(_, size)| *size <= MAX_MESSAGE_BYTES).map(|(uid, _)| *uid).collect();
-            let mut bodies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(wanted.len());
-            if !wanted.is_empty() {
-                let set = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-                let mut stream = timed(&server, "UID FETCH bodies", session.uid_fetch(&set, "(UID BODY.PEEK[])"))
-                    .await?
-                    .map_err(imap_err(&server, "UID FETCH"))?;
-                while let Some(f) = timed(&server, "UID FETCH bodies", stream.try_next()).await?.map_err(imap_err(&server, "UID FETCH"))? {
-                    // Unasked FETCH responses (flag changes) carry no body.
-                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                        if wanted.binary_search(&uid).is_ok() {
-                            bodies.push((uid, body.to_vec()));
-                        }
-                    }
+        let batches = batches(&listed);
+        let position = Position { rep_id, folder, uid_validity, synced_at: old_synced };
+        let mut next = match batches.first() {
+            Some(first) => fetch_bodies(session, &server, first).await?,
+            None => Vec::new(),
+        };
+        for (i, batch) in batches.iter().enumerate() {
+            let bodies = std::mem::take(&mut next);
+            // The next batch travels while this one is recorded.
+            let prefetch = async {
+                match batches.get(i + 1) {
+                    Some(following) => fetch_bodies(session, &server, following).await,
+                    None => Ok(Vec::new()),
                 }
-            }
-            bodies.sort_unstable_by_key(|(uid, _)| *uid);
-            bodies.dedup_by_key(|(uid, _)| *uid);
-            let mut bodies = bodies.into_iter().peekable();
-            let mut uids = Vec::with_capacity(batch.len());
-            let mut raws: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
-            for &(uid, size) in batch {
-                if size > MAX_MESSAGE_BYTES {
-                    tracing::warn!(
-                        rep = rep_id,
-                        mailbox = folder,
-                        uid,
-                        size,
-                        limit = MAX_MESSAGE_BYTES,
-                        "message too large to read; passed over"
-                    );
-                    report.skipped.push(uid);
-                } else if let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) {
-                    uids.push(uid);
-                    raws.push(raw);
-                }
-                // Else expunged between the listing and the fetch.
-            }
-            if !raws.is_empty() {
-                // On an error the position stays before this batch: all of
-                // it is read again.
-                let raws: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
-                report.acted += handler.handle(&raws).await?;
-            }
-            report.uids.extend(uids);
-            report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
-            store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), old_synced).await?;
+            };
+            let (fetched, handled) =
+                futures::future::join(prefetch, hand_over(batch, bodies, handler, store, &position, &mut report)).await;
+            handled?;
+            next = fetched?;
         }
     }
     store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), clock.now_ms()).await?;
     Ok(report)
+}
+
+/// Fetches the bodies of `batch`'s messages (those not too large), in UID
+/// order; a message expunged since the listing is missing.
+async fn fetch_bodies(session: &mut Session, server: &str, batch: &[(u32, u32)]) -> Result<Vec<(u32, Vec<u8>)>, WatchError> {
+    let wanted: Vec<u32> = batch.iter().filter(|(_, size)| *size <= MAX_MESSAGE_BYTES).map(|(uid, _)| *uid).collect();
+    let mut bodies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        let set = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut stream = timed(server, "UID FETCH bodies", session.uid_fetch(&set, "(UID BODY.PEEK[])"))
+            .await?
+            .map_err(imap_err(server, "UID FETCH"))?;
+        while let Some(f) = timed(server, "UID FETCH bodies", stream.try_next()).await?.map_err(imap_err(server, "UID FETCH"))? {
+            // Unasked FETCH responses (flag changes) carry no body.
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                if wanted.binary_search(&uid).is_ok() {
+                    bodies.push((uid, body.to_vec()));
+                }
+            }
+        }
+    }
+    bodies.sort_unstable_by_key(|(uid, _)| *uid);
+    bodies.dedup_by_key(|(uid, _)| *uid);
+    Ok(bodies)
+}
+
+/// Where a sync saves its progress.
+struct Position<'a> {
+    rep_id: &'a str,
+    folder: &'a str,
+    uid_validity: u32,
+    /// The `synced_at` to keep until the sync completes.
+    synced_at: i64,
+}
+
+/// Hands one fetched batch to `handler` and, once it is recorded, saves
+/// the position after the batch (passing over messages too large to read
+/// and those expunged since the listing). On an error the position stays
+/// before the batch: all of it is read again.
+async fn hand_over<H: Handler>(
+    batch: &[(u32, u32)],
+    bodies: Vec<(u32, Vec<u8>)>,
+    handler: &mut H,
+    store: &Store,
+    at: &Position<'_>,
+    report: &mut SyncReport,
+) -> Result<(), WatchError> {
+    let mut bodies = bodies.into_iter().peekable();
+    let mut uids = Vec::with_capacity(batch.len());
+    let mut raws: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+    for &(uid, size) in batch {
+        if size > MAX_MESSAGE_BYTES {
+            tracing::warn!(
+                rep = at.rep_id,
+                mailbox = at.folder,
+                uid,
+                size,
+                limit = MAX_MESSAGE_BYTES,
+                "message too large to read; passed over"
+            );
+            report.skipped.push(uid);
+        } else if let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) {
+            uids.push(uid);
+            raws.push(raw);
+        }
+    }
+    if !raws.is_empty() {
+        let raws: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+        report.acted += handler.handle(&raws).await?;
+    }
+    report.uids.extend(uids);
+    report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
+    store.save_mailbox_state(at.rep_id, at.folder, i64::from(at.uid_validity), i64::from(report.last_uid), at.synced_at).await?;
+    Ok(())
 }
 
 /// Splits `(uid, size)` pairs into fetch batches bounded in count and bytes
