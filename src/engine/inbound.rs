@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, TouchKind};
 use crate::inbox::classify::{classify, Kind, Verdict};
 use crate::schedule;
-use crate::store::{InboundAction, InboundOutcome, LeadRow, SentRef, Store, StoreError};
+use crate::store::{InboundAction, InboundOutcome, LeadRow, MatchedLead, SentRef, Store, StoreError};
 
 /// The longest an out-of-office pauses a lead, whatever it says.
 const MAX_AUTO_PAUSE_DAYS: i64 = 30;
@@ -151,15 +151,16 @@ impl Known {
         lead_ids.dedup();
         let addresses: Vec<EmailAddress> = verdicts.iter().filter_map(lead_address).collect();
         let by_email: Vec<&EmailAddress> = addresses.iter().collect();
-        let mut leads: HashMap<i64, LeadRow> = store.leads_by_ids(&lead_ids).await?.into_iter().map(|l| (l.id, l)).collect();
+        let mut leads = HashMap::new();
         let mut lead_ids_by_email = HashMap::new();
-        for lead in store.leads_by_emails(&by_email).await? {
+        let mut sequences = HashMap::new();
+        for MatchedLead { lead, sequence } in store.leads_for_matching(&lead_ids, &by_email).await? {
             lead_ids_by_email.insert(lead.email.clone(), lead.id);
+            if let Some(sequence) = sequence {
+                sequences.insert(lead.id, sequence);
+            }
             leads.insert(lead.id, lead);
         }
-
-        let all: Vec<i64> = leads.keys().copied().collect();
-        let sequences = store.current_enrollments(&all).await?.into_iter().map(|e| (e.lead_id, e.sequence)).collect();
         Ok(Known { sends, leads, lead_ids_by_email, sequences })
     }
 

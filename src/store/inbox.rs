@@ -141,17 +141,17 @@ impl Store {
         lead_ids.dedup();
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(super::begin_sql(pool)).await?;
-            let mut domains: HashMap<i64, String> = HashMap::new();
-            for chunk in lead_ids.chunks(LOOKUP_CHUNK) {
-                let sql = format!("SELECT id, domain FROM leads WHERE id IN ({})", placeholders(1, chunk.len()));
-                let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                domains.extend(q.fetch_all(&mut *tx).await?);
-            }
-            for round in rounds(actions, &domains) {
+            // What the writes depend on, read for the whole batch; a later
+            // round reads its leads again, after the rounds before it.
+            let mut leads: HashMap<i64, LeadState> = HashMap::with_capacity(lead_ids.len());
+            read_lead_states!(tx, lead_ids, leads);
+            let rounds = rounds(actions, |id| leads.get(&id).map(|l| l.domain.clone()));
+            for (n, round) in rounds.iter().enumerate() {
                 for round in round.chunks(BULK_ROWS) {
+                    if n > 0 {
+                        let ids: Vec<i64> = round.iter().filter_map(|&i| actions[i].lead_id).collect();
+                        read_lead_states!(tx, ids, leads);
+                    }
                     // Seen: the keys are distinct within a round.
                     let values: Vec<String> = (0..round.len()).map(|r| format!("({}, $1)", placeholders(2 + r * 4, 4))).collect();
                     let sql = format!(
@@ -172,16 +172,13 @@ impl Store {
                     // (action, its lead) for the new ones that concern a lead.
                     let acting: Vec<(usize, i64)> = new.iter().filter_map(|&i| Some((i, actions[i].lead_id?))).collect();
                     if !acting.is_empty() {
-                        let sql = format!(
-                            "SELECT lead_id, id, state FROM enrollments WHERE state IN ('active', 'paused') AND lead_id IN ({})",
-                            placeholders(1, acting.len())
-                        );
-                        let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
-                        for (_, lead_id) in &acting {
-                            q = q.bind(lead_id);
-                        }
-                        let live: HashMap<i64, (i64, String)> =
-                            q.fetch_all(&mut *tx).await?.into_iter().map(|(lead, id, state)| (lead, (id, state))).collect();
+                        let live: HashMap<i64, (i64, &str)> = acting
+                            .iter()
+                            .filter_map(|(_, lead_id)| {
+                                let l = leads.get(lead_id)?;
+                                Some((*lead_id, (l.live_id?, l.live_state.as_deref()?)))
+                            })
+                            .collect();
                         let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
                         let touched: Vec<NewTouch> = acting
                             .iter()
@@ -199,7 +196,7 @@ impl Store {
                         for &(i, lead_id) in &acting {
                             let a = &actions[i];
                             if let (Some((eid, state)), Some(to)) = (live.get(&lead_id), a.enrollment_state) {
-                                if !(to == EnrollmentState::Paused && state == "paused") {
+                                if !(to == EnrollmentState::Paused && *state == "paused") {
                                     moves.push(((to, a.paused_until, a.kind), *eid));
                                     outcomes[i].enrollment_changed = true;
                                 }
@@ -223,17 +220,11 @@ impl Store {
                         // Stages: only forward.
                         let staged: Vec<(usize, i64)> = acting.iter().copied().filter(|&(i, _)| actions[i].stage.is_some()).collect();
                         if !staged.is_empty() {
-                            let sql = format!("SELECT id, stage FROM leads WHERE id IN ({})", placeholders(1, staged.len()));
-                            let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-                            for (_, lead_id) in &staged {
-                                q = q.bind(lead_id);
-                            }
-                            let old: HashMap<i64, String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
                             let mut advanced = Vec::new();
                             let mut details: Vec<(usize, i64, String)> = Vec::new();
                             for &(i, lead_id) in &staged {
                                 let stage = actions[i].stage.expect("staged");
-                                if let Some(old) = old.get(&lead_id).filter(|old| stage_rank(stage) > stage_rank(old)) {
+                                if let Some(old) = leads.get(&lead_id).map(|l| &l.stage).filter(|old| stage_rank(stage) > stage_rank(old)) {
                                     advanced.push((stage, lead_id));
                                     details.push((i, lead_id, format!("{old} -> {stage} ({})", actions[i].kind)));
                                 }
@@ -331,13 +322,43 @@ impl Store {
     }
 }
 
+/// What recording a batch needs to know of a lead: its company (to order
+/// the writes), its stage and its live enrollment.
+#[derive(Debug, sqlx::FromRow)]
+struct LeadState {
+    id: i64,
+    domain: String,
+    stage: String,
+    live_id: Option<i64>,
+    live_state: Option<String>,
+}
+
+/// Reads the [`LeadState`] of the leads `$ids` into the map `$into`.
+macro_rules! read_lead_states {
+    ($tx:expr, $ids:expr, $into:expr) => {
+        for chunk in $ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
+                 LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, LeadState>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            $into.extend(q.fetch_all(&mut *$tx).await?.into_iter().map(|l| (l.id, l)));
+        }
+    };
+}
+use read_lead_states;
+
 /// What an action reads or writes besides its own key: its lead's company
 /// (the lead, its enrollments, its suppression, and the colleagues a reply
 /// stops all sit under the lead's domain).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Scope<'a> {
-    Key(&'a str),
-    Domain(&'a str),
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Key(String),
+    Domain(String),
     /// A lead whose row is gone: only itself.
     Lead(i64),
 }
@@ -348,15 +369,15 @@ enum Scope<'a> {
 /// later round than every earlier action it shares one with. Writing the
 /// rounds in order is then the same as writing the actions one by one; a
 /// batch of replies from different companies is one round.
-fn rounds(actions: &[InboundAction<'_>], domains: &HashMap<i64, String>) -> Vec<Vec<usize>> {
+fn rounds(actions: &[InboundAction<'_>], domain_of: impl Fn(i64) -> Option<String>) -> Vec<Vec<usize>> {
     let mut last: HashMap<Scope, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, a) in actions.iter().enumerate() {
-        let mut scopes = vec![Scope::Key(a.message_key)];
+        let mut scopes = vec![Scope::Key(a.message_key.to_string())];
         if let Some(lead_id) = a.lead_id {
-            scopes.push(domains.get(&lead_id).map_or(Scope::Lead(lead_id), |d| Scope::Domain(d)));
+            scopes.push(domain_of(lead_id).map_or(Scope::Lead(lead_id), Scope::Domain));
         }
-        scopes.extend(a.stop_domain.map(Scope::Domain));
+        scopes.extend(a.stop_domain.map(|d| Scope::Domain(d.to_string())));
         let round = scopes.iter().filter_map(|s| last.get(s)).map(|r| r + 1).max().unwrap_or(0);
         for s in scopes {
             last.insert(s, round);
@@ -421,7 +442,8 @@ mod tests {
             action("e", Some(4), None),
             action("f", Some(99), None), // a lead whose row is gone
         ];
-        assert_eq!(rounds(&actions, &domains), vec![vec![0, 3, 4, 6, 7], vec![1, 5], vec![2]]);
-        assert!(rounds(&[], &domains).is_empty());
+        let domain_of = |id| domains.get(&id).cloned();
+        assert_eq!(rounds(&actions, domain_of), vec![vec![0, 3, 4, 6, 7], vec![1, 5], vec![2]]);
+        assert!(rounds(&[], domain_of).is_empty());
     }
 }

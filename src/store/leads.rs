@@ -88,6 +88,14 @@ pub struct Transition<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// A lead and the sequence of its current enrollment (if it ever had one).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MatchedLead {
+    #[sqlx(flatten)]
+    pub lead: LeadRow,
+    pub sequence: Option<String>,
+}
+
 /// A touchpoint to record.
 #[derive(Clone, Debug, Default)]
 pub struct NewTouch<'a> {
@@ -139,7 +147,7 @@ pub(crate) use touch;
 macro_rules! touches {
     ($tx:expr, $touches:expr, $now:expr) => {{
         let touches: &[$crate::store::leads::NewTouch] = &$touches;
-        for chunk in touches.chunks($crate::store::leads::BULK_ROWS) {
+        for chunk in touches.chunks($crate::store::leads::TOUCH_ROWS) {
             let sql = $crate::store::leads::insert_touches_sql(chunk.len());
             let mut q = sqlx::query(&sql).bind($now);
             for t in chunk {
@@ -211,6 +219,9 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
 /// count (it looks up each `$n` by name), which dominated the profile at 500
 /// rows (5,000 parameters).
 pub(crate) const BULK_ROWS: usize = 64;
+/// Rows per multi-row touchpoint INSERT ([`touches!`]): nine parameters a
+/// row (same reason).
+pub(crate) const TOUCH_ROWS: usize = 16;
 /// Values per `IN (...)` lookup (same reason).
 pub(crate) const LOOKUP_CHUNK: usize = 128;
 
@@ -220,6 +231,8 @@ pub(crate) fn placeholders(from: usize, n: usize) -> String {
 }
 
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
+/// Orders a lead's enrollments current first: the live one, else the latest.
+const CURRENT_FIRST: &str = "ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC";
 const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
 
 impl Store {
@@ -544,60 +557,41 @@ impl Store {
         Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
     }
 
-    /// The leads with these ids, in no particular order (the inbox's batches).
-    pub async fn leads_by_ids(&self, ids: &[i64]) -> Result<Vec<LeadRow>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN ({})", placeholders(1, chunk.len()));
-            dispatch!(self, pool => {
-                let mut q = sqlx::query_as(&sql);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                out.extend(q.fetch_all(pool).await?);
-            });
-        }
-        Ok(out)
-    }
-
-    /// The leads with these addresses, in no particular order (the inbox's
-    /// batches).
-    pub async fn leads_by_emails(&self, emails: &[&EmailAddress]) -> Result<Vec<LeadRow>, StoreError> {
-        let mut out = Vec::with_capacity(emails.len());
-        for chunk in emails.chunks(LOOKUP_CHUNK) {
-            let sql = format!("SELECT {LEAD_COLS} FROM leads WHERE email IN ({})", placeholders(1, chunk.len()));
-            dispatch!(self, pool => {
-                let mut q = sqlx::query_as(&sql);
-                for email in chunk {
-                    q = q.bind(email.as_str());
-                }
-                out.extend(q.fetch_all(pool).await?);
-            });
-        }
-        Ok(out)
-    }
-
     /// The lead's live enrollment, else its latest one.
     pub async fn current_enrollment(&self, lead_id: i64) -> Result<Option<EnrollmentRow>, StoreError> {
-        Ok(self.current_enrollments(&[lead_id]).await?.pop())
+        let sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 {CURRENT_FIRST} LIMIT 1");
+        Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(lead_id).fetch_optional(pool).await?))
     }
 
-    /// [`Store::current_enrollment`] of each of these leads that has one, in
-    /// no particular order.
-    pub async fn current_enrollments(&self, lead_ids: &[i64]) -> Result<Vec<EnrollmentRow>, StoreError> {
-        let mut out = Vec::with_capacity(lead_ids.len());
-        for chunk in lead_ids.chunks(LOOKUP_CHUNK) {
+    /// The leads with these ids or addresses, each with the sequence of its
+    /// [`Store::current_enrollment`], in no particular order: what the
+    /// inbox's batches match against, in one statement (every row crosses
+    /// to sqlx's SQLite worker thread and back).
+    pub async fn leads_for_matching(&self, ids: &[i64], emails: &[&EmailAddress]) -> Result<Vec<MatchedLead>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len() + emails.len());
+        let chunks = ids.len().div_ceil(LOOKUP_CHUNK).max(emails.len().div_ceil(LOOKUP_CHUNK));
+        for k in 0..chunks {
+            let ids = ids.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
+            let emails = emails.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
+            let mut wanted = Vec::with_capacity(2);
+            if !ids.is_empty() {
+                wanted.push(format!("id IN ({})", placeholders(1, ids.len())));
+            }
+            if !emails.is_empty() {
+                wanted.push(format!("email IN ({})", placeholders(1 + ids.len(), emails.len())));
+            }
             let sql = format!(
-                "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE id IN (\
-                 SELECT (SELECT e.id FROM enrollments e WHERE e.lead_id = l.id \
-                 ORDER BY CASE WHEN e.state IN ('active', 'paused') THEN 0 ELSE 1 END, e.id DESC LIMIT 1) \
-                 FROM leads l WHERE l.id IN ({}))",
-                placeholders(1, chunk.len())
+                "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence \
+                 FROM leads WHERE {}",
+                wanted.join(" OR ")
             );
             dispatch!(self, pool => {
                 let mut q = sqlx::query_as(&sql);
-                for id in chunk {
+                for id in ids {
                     q = q.bind(id);
+                }
+                for email in emails {
+                    q = q.bind(email.as_str());
                 }
                 out.extend(q.fetch_all(pool).await?);
             });
