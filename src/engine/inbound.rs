@@ -1,6 +1,11 @@
 //! What an inbound message does: match it to a lead, decide the action,
 //! record it once.
 //!
+//! Messages come a fetch batch at a time, and a batch is matched and
+//! recorded with a few statements rather than ten per message: each
+//! statement is a round trip to sqlx's SQLite worker thread, and those
+//! round trips were what made reading a full inbox slow.
+//!
 //! Matching trusts threading first (our Message-IDs in In-Reply-To and
 //! References, including those quoted inside a bounce), then the sender's
 //! address. Our own messages and mail from the rep's own address are never
@@ -73,7 +78,8 @@ pub struct Handled {
 /// message sees what an earlier one did. One [`Handled`] per message.
 ///
 /// The look-ups are made set-wise for the whole batch before anything is
-/// recorded (see [`Known`]); the writes stay one message at a time.
+/// recorded; [`Store::record_inbound`] writes the batch
+/// set-wise too, with the same result as one message at a time.
 pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raws: &[&[u8]], now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
     let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
     let keys: Vec<String> = raws

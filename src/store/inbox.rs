@@ -125,8 +125,9 @@ impl Store {
     /// the same message twice, a colleague's reply). A message already
     /// recorded (same key) changes nothing. One outcome per action.
     ///
-    /// The writes are set-wise, a [`rounds`] at a time: a few statements
-    /// for a whole batch instead of ten per message.
+    /// The writes are set-wise, one round of messages that do not depend on
+    /// each other at a time (see `rounds`): a few statements for a whole
+    /// batch instead of ten per message.
     pub async fn record_inbound(
         &self,
         now: i64,
