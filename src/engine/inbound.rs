@@ -78,8 +78,8 @@ pub struct Handled {
 /// message sees what an earlier one did. One [`Handled`] per message.
 ///
 /// The look-ups are made set-wise for the whole batch before anything is
-/// recorded; [`Store::record_inbound`] writes the batch
-/// set-wise too, with the same result as one message at a time.
+/// recorded; [`Store::record_inbound`] writes the batch set-wise too, with
+/// the same result as one message at a time.
 pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raws: &[&[u8]], now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
     let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
     let keys: Vec<String> = raws

@@ -64,6 +64,7 @@ pub struct InboundOutcome {
 /// Who sent a message we know, by its Message-ID.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SentRef {
+    /// Larger for a later send.
     pub id: i64,
     pub lead_id: Option<i64>,
     pub enrollment_id: Option<i64>,
@@ -99,7 +100,7 @@ impl Store {
     }
 
     /// Our sends among these Message-IDs (for matching replies and
-    /// bounces), newest first.
+    /// bounces), in no particular order.
     pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
         let mut out: Vec<SentRef> = Vec::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
@@ -115,7 +116,6 @@ impl Store {
                 out.extend(q.fetch_all(pool).await?);
             });
         }
-        out.sort_unstable_by_key(|s| std::cmp::Reverse(s.id));
         Ok(out)
     }
 
