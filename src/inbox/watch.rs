@@ -61,7 +61,8 @@ pub const SYNC_ALL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_MESSAGE_BYTES: u32 = 50 * 1024 * 1024;
 
 /// Bodies are fetched in batches of at most this many messages or bytes; the
-/// position is saved after each batch.
+/// position is saved after each batch. Two batches are held at a time: one
+/// recorded while the next is fetched.
 const BATCH_MESSAGES: usize = 50;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 

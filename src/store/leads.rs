@@ -214,10 +214,10 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
     !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
 }
 
-/// Rows per multi-row INSERT of the import's fast path. Small on purpose:
-/// binding costs sqlx-sqlite time quadratic in a statement's parameter
-/// count (it looks up each `$n` by name), which dominated the profile at 500
-/// rows (5,000 parameters).
+/// Rows per multi-row INSERT (the import's fast path, an inbox round).
+/// Small on purpose: binding costs sqlx-sqlite time quadratic in a
+/// statement's parameter count (it looks up each `$n` by name), which
+/// dominated the profile at 500 rows (5,000 parameters).
 pub(crate) const BULK_ROWS: usize = 64;
 /// Rows per multi-row touchpoint INSERT ([`touches!`]): nine parameters a
 /// row (same reason).
