@@ -1,10 +1,17 @@
 //! What an inbound message does: match it to a lead, decide the action,
 //! record it once.
 //!
+//! Messages come a fetch batch at a time, and a batch is matched and
+//! recorded with a few statements rather than ten per message: each
+//! statement is a round trip to sqlx's SQLite worker thread, and those
+//! round trips were what made reading a full inbox slow.
+//!
 //! Matching trusts threading first (our Message-IDs in In-Reply-To and
 //! References, including those quoted inside a bounce), then the sender's
 //! address. Our own messages and mail from the rep's own address are never
 //! replies.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -13,7 +20,7 @@ use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, TouchKind};
 use crate::inbox::classify::{classify, Kind, Verdict};
 use crate::schedule;
-use crate::store::{InboundAction, InboundOutcome, Store, StoreError};
+use crate::store::{InboundAction, InboundOutcome, LeadRow, MatchedLead, SentRef, Store, StoreError};
 
 /// The longest an out-of-office pauses a lead, whatever it says.
 const MAX_AUTO_PAUSE_DAYS: i64 = 30;
@@ -66,69 +73,188 @@ pub struct Handled {
     pub outcome: InboundOutcome,
 }
 
-/// Classifies `raw` (found in `rep`'s inbox), matches it and records it.
-pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
-    let v = classify(raw);
-    let key = match &v.message_id {
-        Some(id) => id.clone(),
-        None => format!("sha256:{}", hex::encode(Sha256::digest(raw))),
-    };
+/// Classifies a batch of messages found in `rep`'s inbox (in UID order),
+/// matches them and records them in one transaction, in order: a later
+/// message sees what an earlier one did. One [`Handled`] per message.
+///
+/// The look-ups are made set-wise for the whole batch before anything is
+/// recorded; [`Store::record_inbound`] writes the batch set-wise too, with
+/// the same result as one message at a time.
+pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raws: &[&[u8]], now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
+    let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
+    let keys: Vec<String> = raws
+        .iter()
+        .zip(&verdicts)
+        .map(|(raw, v)| match &v.message_id {
+            Some(id) => id.clone(),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(raw))),
+        })
+        .collect();
+    let details: Vec<String> = verdicts.iter().map(describe).collect();
+    let known = Known::look_up(store, &verdicts).await?;
+    let own = cfg.rep(rep_id).map(|r| r.email.as_str());
+    let mut decisions: Vec<Decision> = (0..verdicts.len())
+        .map(|i| {
+            let message = Message { verdict: &verdicts[i], key: &keys[i], detail: &details[i] };
+            decide(cfg, rep_id, own, &known, message, now)
+        })
+        .collect();
+
+    let actions: Vec<InboundAction> = decisions.iter().filter_map(|d| d.record.action().cloned()).collect();
+    let rank = |s: &str| cfg.stage_rank(s);
+    let mut outcomes = store.record_inbound(now.timestamp_millis(), &actions, &rank).await?.into_iter();
+    for d in &mut decisions {
+        use crate::api::metrics::{record_inbound, InboundKind};
+        let outcome = d.record.action().and_then(|_| outcomes.next());
+        match (&d.record, outcome) {
+            (Record::Act(_), Some(outcome)) => {
+                if outcome.new {
+                    let kind = match d.handled.kind {
+                        Kind::Reply => InboundKind::Reply,
+                        Kind::AutoReply => InboundKind::AutoReply,
+                        Kind::Bounce => InboundKind::Bounce,
+                        Kind::Complaint => InboundKind::Complaint,
+                        Kind::Unsubscribe => InboundKind::Unsubscribe,
+                        Kind::Unknown => InboundKind::Unmatched,
+                    };
+                    record_inbound(rep_id, kind);
+                }
+                d.handled.outcome = outcome;
+            }
+            (Record::Unmatched(_), _) => record_inbound(rep_id, InboundKind::Unmatched),
+            _ => {}
+        }
+    }
+    Ok(decisions.into_iter().map(|d| d.handled).collect())
+}
+
+/// What the store knows about a batch's messages, looked up set-wise before
+/// any of them is recorded. Recording never changes what is kept here: our
+/// sends, the leads' addresses, domains and time zones, and which
+/// enrollment is a lead's current one (a reply or a pause changes its
+/// state, not which one it is; only enrolling makes a new one). What
+/// recording does change (enrollment states, stages, suppressions), the
+/// store reads again inside its transaction.
+struct Known {
+    /// Our sends among the batch's own and referred Message-IDs.
+    sends: HashMap<String, SentRef>,
+    leads: HashMap<i64, LeadRow>,
+    lead_ids_by_email: HashMap<String, i64>,
+    /// The sequence of each lead's current enrollment.
+    sequences: HashMap<i64, String>,
+}
+
+impl Known {
+    async fn look_up(store: &Store, verdicts: &[Verdict]) -> Result<Known, StoreError> {
+        let mut ids: Vec<&str> = verdicts.iter().flat_map(|v| v.message_id.iter().chain(&v.refers_to)).map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sends: HashMap<String, SentRef> =
+            store.sends_by_message_ids(&ids).await?.into_iter().map(|s| (s.message_id.clone(), s)).collect();
+
+        let mut lead_ids: Vec<i64> = verdicts.iter().filter_map(|v| newest_referred(&sends, v)?.lead_id).collect();
+        lead_ids.sort_unstable();
+        lead_ids.dedup();
+        let addresses: Vec<EmailAddress> = verdicts.iter().filter_map(lead_address).collect();
+        let by_email: Vec<&EmailAddress> = addresses.iter().collect();
+        let mut leads = HashMap::new();
+        let mut lead_ids_by_email = HashMap::new();
+        let mut sequences = HashMap::new();
+        for MatchedLead { lead, sequence } in store.leads_for_matching(&lead_ids, &by_email).await? {
+            lead_ids_by_email.insert(lead.email.clone(), lead.id);
+            if let Some(sequence) = sequence {
+                sequences.insert(lead.id, sequence);
+            }
+            leads.insert(lead.id, lead);
+        }
+        Ok(Known { sends, leads, lead_ids_by_email, sequences })
+    }
+
+    /// Threading first (the newest of our sends the message refers to),
+    /// then the address the verdict names.
+    fn lead_of(&self, v: &Verdict) -> Option<&LeadRow> {
+        let by_thread = newest_referred(&self.sends, v).and_then(|s| s.lead_id).and_then(|id| self.leads.get(&id));
+        by_thread.or_else(|| {
+            let addr = lead_address(v)?;
+            self.lead_ids_by_email.get(addr.as_str()).and_then(|id| self.leads.get(id))
+        })
+    }
+}
+
+fn newest_referred<'k>(sends: &'k HashMap<String, SentRef>, v: &Verdict) -> Option<&'k SentRef> {
+    v.refers_to.iter().filter_map(|id| sends.get(id)).max_by_key(|s| s.id)
+}
+
+fn lead_address(v: &Verdict) -> Option<EmailAddress> {
+    v.lead.as_deref().and_then(|a| EmailAddress::parse(a).ok())
+}
+
+/// One message of a batch and what is derived from its bytes alone.
+#[derive(Clone, Copy)]
+struct Message<'m> {
+    verdict: &'m Verdict,
+    /// The de-duplication key: the Message-ID, or a hash of the bytes.
+    key: &'m str,
+    /// The touchpoint's text.
+    detail: &'m str,
+}
+
+/// What to write for one message.
+enum Record<'a> {
+    /// Nothing: our own message, or the rep's.
+    Nothing,
+    /// That it was seen, so it is not looked at again: it matches no lead.
+    Unmatched(InboundAction<'a>),
+    /// That it was seen: it matches a lead but asks for nothing.
+    Unknown(InboundAction<'a>),
+    /// Its effect on a lead.
+    Act(InboundAction<'a>),
+}
+
+impl<'a> Record<'a> {
+    fn action(&self) -> Option<&InboundAction<'a>> {
+        match self {
+            Record::Nothing => None,
+            Record::Unmatched(a) | Record::Unknown(a) | Record::Act(a) => Some(a),
+        }
+    }
+}
+
+struct Decision<'a> {
+    handled: Handled,
+    record: Record<'a>,
+}
+
+/// What one message does, given what the store knew before the batch.
+fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Known, m: Message<'a>, now: DateTime<Utc>) -> Decision<'a> {
+    let v = m.verdict;
     let mut handled = Handled { kind: v.kind, lead: None, ignored: None, outcome: InboundOutcome::default() };
-    let rep = cfg.rep(rep_id);
-    let own = rep.map(|r| r.email.as_str().to_string());
+    let ignore = |mut handled: Handled, why, record| {
+        handled.ignored = Some(why);
+        Decision { handled, record }
+    };
     // Our own messages (a Sent copy, a Bcc) are never replies.
-    if let Some(id) = &v.message_id {
-        if !store.sends_by_message_ids(std::slice::from_ref(id)).await?.is_empty() {
-            handled.ignored = Some("our own message");
-            return Ok(handled);
-        }
+    if v.message_id.as_ref().is_some_and(|id| known.sends.contains_key(id)) {
+        return ignore(handled, "our own message", Record::Nothing);
     }
-    let from_rep = v.from.is_some() && v.from == own;
+    let from_rep = v.from.is_some() && v.from.as_deref() == own;
     if from_rep && !matches!(v.kind, Kind::Bounce | Kind::Complaint) {
-        handled.ignored = Some("from the rep's own address");
-        return Ok(handled);
+        return ignore(handled, "from the rep's own address", Record::Nothing);
     }
-    // Threading first, then the address the verdict names.
-    let refs = store.sends_by_message_ids(&v.refers_to).await?;
-    let mut lead = None;
-    if let Some(r) = refs.first() {
-        if let Some(id) = r.lead_id {
-            lead = store.lead_by_id(id).await?;
-        }
-    }
-    if lead.is_none() {
-        if let Some(addr) = v.lead.as_deref().and_then(|a| EmailAddress::parse(a).ok()) {
-            lead = store.lead_by_email(addr.as_str()).await?;
-        }
-    }
-    let Some(lead) = lead else {
-        handled.ignored = Some("matches no lead");
-        crate::api::metrics::record_inbound(rep_id, crate::api::metrics::InboundKind::Unmatched);
-        let action = InboundAction {
-            rep: rep_id,
-            message_key: &key,
-            kind: TouchKind::Note,
-            lead_id: None,
-            at: now.timestamp_millis(),
-            ..blank(rep_id, &key)
-        };
-        store.record_inbound(now.timestamp_millis(), &action, &|_| 0).await?;
-        return Ok(handled);
+    let Some(lead) = known.lead_of(v) else {
+        let action = InboundAction { at: now.timestamp_millis(), ..blank(rep_id, m.key) };
+        return ignore(handled, "matches no lead", Record::Unmatched(action));
     };
     handled.lead = Some(lead.email.clone());
-    let enrollment = store.current_enrollment(lead.id).await?;
-    let seq = enrollment.as_ref().and_then(|e| cfg.sequence(&e.sequence));
-    let at = v.date.unwrap_or(now).timestamp_millis();
-    let detail = describe(&v);
+    let seq = known.sequences.get(&lead.id).and_then(|name| cfg.sequence(name));
     let mut action = InboundAction {
         lead_id: Some(lead.id),
-        at,
+        at: v.date.unwrap_or(now).timestamp_millis(),
         subject: v.subject.as_deref(),
         message_id: v.message_id.as_deref(),
-        detail: Some(&detail),
-        ..blank(rep_id, &key)
+        detail: Some(m.detail),
+        ..blank(rep_id, m.key)
     };
-    let tz = lead.tz(cfg.daemon.timezone);
     match v.kind {
         Kind::Reply => {
             action.kind = TouchKind::Reply;
@@ -144,6 +270,7 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
             action.enrollment_state = Some(EnrollmentState::Paused);
             let fallback = seq.map_or(chrono::Duration::days(3), |s| s.auto_reply_pause.approx());
             let cap = now + chrono::Duration::days(MAX_AUTO_PAUSE_DAYS);
+            let tz = lead.tz(cfg.daemon.timezone);
             let until = v
                 .return_date
                 .map(|d| schedule::local_instant(tz, d, chrono::NaiveTime::MIN))
@@ -168,27 +295,11 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raw: &[u8], now: 
             action.suppress = Some(lead.email.as_str());
         }
         Kind::Unknown => {
-            handled.ignored = Some("not a reply, auto-reply, bounce, complaint or unsubscribe");
-            let action = InboundAction { lead_id: None, ..blank(rep_id, &key) };
-            store.record_inbound(now.timestamp_millis(), &action, &|_| 0).await?;
-            return Ok(handled);
+            let seen = InboundAction { lead_id: None, ..blank(rep_id, m.key) };
+            return ignore(handled, "not a reply, auto-reply, bounce, complaint or unsubscribe", Record::Unknown(seen));
         }
     }
-    let rank = |s: &str| cfg.stage_rank(s);
-    handled.outcome = store.record_inbound(now.timestamp_millis(), &action, &rank).await?;
-    if handled.outcome.new {
-        use crate::api::metrics::{record_inbound, InboundKind};
-        let kind = match v.kind {
-            Kind::Reply => InboundKind::Reply,
-            Kind::AutoReply => InboundKind::AutoReply,
-            Kind::Bounce => InboundKind::Bounce,
-            Kind::Complaint => InboundKind::Complaint,
-            Kind::Unsubscribe => InboundKind::Unsubscribe,
-            Kind::Unknown => InboundKind::Unmatched,
-        };
-        record_inbound(rep_id, kind);
-    }
-    Ok(handled)
+    Decision { handled, record: Record::Act(action) }
 }
 
 fn blank<'a>(rep: &'a str, key: &'a str) -> InboundAction<'a> {

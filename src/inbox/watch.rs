@@ -9,9 +9,12 @@
 //!   every UID we know, so the whole folder is read again; the handler
 //!   de-duplicates by Message-ID (or content hash), so nothing is recorded
 //!   twice.
+//! - **A batch is the unit of work.** The handler gets a whole fetch batch
+//!   and records it in one transaction: per-message transactions and
+//!   look-ups were what made a full inbox slow to read.
 //! - **A store failure never skips mail.** The saved position only moves past
-//!   messages the handler accepted; the failing message is read again next
-//!   time.
+//!   batches the handler accepted (committed); the failing batch is read
+//!   again next time, whole.
 //! - **`synced_at` is a promise.** It is written only at the end of a
 //!   complete sync. The engine holds a rep's sending when it is older than
 //!   `max_inbox_lag`, so IDLE is re-issued (and the inbox re-synced) at least
@@ -58,7 +61,8 @@ pub const SYNC_ALL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_MESSAGE_BYTES: u32 = 50 * 1024 * 1024;
 
 /// Bodies are fetched in batches of at most this many messages or bytes; the
-/// position is saved after each batch.
+/// position is saved after each batch. Two batches are held at a time: one
+/// recorded while the next is fetched.
 const BATCH_MESSAGES: usize = 50;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -140,18 +144,20 @@ pub struct SyncReport {
     pub last_uid: u32,
 }
 
-/// Receives each new message's bytes, in UID order. The seam between moving
-/// mail and acting on it: the daemon uses [`Inbound`], tests count calls.
+/// Receives the new messages' bytes, a fetch batch at a time, in UID
+/// order. The seam between moving mail and acting on it: the daemon uses
+/// [`Inbound`], tests count calls.
 pub trait Handler: Send {
-    /// Processes one message. `Ok(true)` when that changed something,
-    /// `Ok(false)` when not (already processed, ignored, unmatched). An
-    /// error stops the sync before this message, which is read again next
-    /// time.
-    fn handle(&mut self, raw: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Processes one batch, all or nothing: `Ok(n)` when it is done and `n`
+    /// of its messages changed something (the others were already
+    /// processed, ignored or unmatched). An error stops the sync before the
+    /// batch, which is read again next time.
+    fn handle(&mut self, batch: &[&[u8]]) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 /// The real handler: classify, match and record through
-/// [`crate::engine::inbound::handle`], timed by the clock.
+/// [`crate::engine::inbound::handle`] (one transaction per batch), timed by
+/// the clock.
 pub struct Inbound<'a> {
     pub cfg: &'a Config,
     pub store: &'a Store,
@@ -160,11 +166,13 @@ pub struct Inbound<'a> {
 }
 
 impl Handler for Inbound<'_> {
-    async fn handle(&mut self, raw: &[u8]) -> Result<bool, StoreError> {
-        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, raw, self.clock.now()).await?;
-        tracing::debug!(rep = self.rep_id, kind = ?handled.kind, lead = ?handled.lead, ignored = ?handled.ignored, new = handled.outcome.new, "inbound message");
+    async fn handle(&mut self, batch: &[&[u8]]) -> Result<usize, StoreError> {
+        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, batch, self.clock.now()).await?;
+        for h in &handled {
+            tracing::debug!(rep = self.rep_id, kind = ?h.kind, lead = ?h.lead, ignored = ?h.ignored, new = h.outcome.new, "inbound message");
+        }
         // `outcome.new` is set only when the message was matched and recorded.
-        Ok(handled.outcome.new)
+        Ok(handled.iter().filter(|h| h.outcome.new).count())
     }
 }
 
@@ -360,67 +368,103 @@ pub async fn sync_once<H: Handler>(
         listed.sort_unstable();
         listed.dedup_by_key(|(uid, _)| *uid);
 
-        for batch in batches(&listed) {
-            let wanted: Vec<u32> = batch.iter().filter(|(_, size)| *size <= MAX_MESSAGE_BYTES).map(|(uid, _)| *uid).collect();
-            let mut bodies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(wanted.len());
-            if !wanted.is_empty() {
-                let set = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-                let mut stream = timed(&server, "UID FETCH bodies", session.uid_fetch(&set, "(UID BODY.PEEK[])"))
-                    .await?
-                    .map_err(imap_err(&server, "UID FETCH"))?;
-                while let Some(f) = timed(&server, "UID FETCH bodies", stream.try_next()).await?.map_err(imap_err(&server, "UID FETCH"))? {
-                    // Unasked FETCH responses (flag changes) carry no body.
-                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                        if wanted.binary_search(&uid).is_ok() {
-                            bodies.push((uid, body.to_vec()));
-                        }
-                    }
+        let batches = batches(&listed);
+        let position = Position { rep_id, folder, uid_validity, synced_at: old_synced };
+        let mut next = match batches.first() {
+            Some(first) => fetch_bodies(session, &server, first).await?,
+            None => Vec::new(),
+        };
+        for (i, batch) in batches.iter().enumerate() {
+            let bodies = std::mem::take(&mut next);
+            // The next batch travels while this one is recorded.
+            let prefetch = async {
+                match batches.get(i + 1) {
+                    Some(following) => fetch_bodies(session, &server, following).await,
+                    None => Ok(Vec::new()),
                 }
-            }
-            bodies.sort_unstable_by_key(|(uid, _)| *uid);
-            bodies.dedup_by_key(|(uid, _)| *uid);
-            let mut bodies = bodies.into_iter().peekable();
-            for &(uid, size) in batch {
-                if size > MAX_MESSAGE_BYTES {
-                    tracing::warn!(
-                        rep = rep_id,
-                        mailbox = folder,
-                        uid,
-                        size,
-                        limit = MAX_MESSAGE_BYTES,
-                        "message too large to read; passed over"
-                    );
-                    report.skipped.push(uid);
-                    report.last_uid = uid;
-                    continue;
-                }
-                let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) else {
-                    // Expunged between the listing and the fetch.
-                    report.last_uid = uid;
-                    continue;
-                };
-                match handler.handle(&raw).await {
-                    Ok(acted) => {
-                        report.acted += usize::from(acted);
-                        report.uids.push(uid);
-                        report.last_uid = uid;
-                    }
-                    Err(e) => {
-                        // Keep what was done; this message is read again.
-                        if let Err(save) =
-                            store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), old_synced).await
-                        {
-                            tracing::warn!(rep = rep_id, error = %save, "cannot save the inbox position either");
-                        }
-                        return Err(e.into());
-                    }
-                }
-            }
-            store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), old_synced).await?;
+            };
+            let (fetched, handled) =
+                futures::future::join(prefetch, hand_over(batch, bodies, handler, store, &position, &mut report)).await;
+            handled?;
+            next = fetched?;
         }
     }
     store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), clock.now_ms()).await?;
     Ok(report)
+}
+
+/// Fetches the bodies of `batch`'s messages (those not too large), in UID
+/// order; a message expunged since the listing is missing.
+async fn fetch_bodies(session: &mut Session, server: &str, batch: &[(u32, u32)]) -> Result<Vec<(u32, Vec<u8>)>, WatchError> {
+    let wanted: Vec<u32> = batch.iter().filter(|(_, size)| *size <= MAX_MESSAGE_BYTES).map(|(uid, _)| *uid).collect();
+    let mut bodies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        let set = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut stream = timed(server, "UID FETCH bodies", session.uid_fetch(&set, "(UID BODY.PEEK[])"))
+            .await?
+            .map_err(imap_err(server, "UID FETCH"))?;
+        while let Some(f) = timed(server, "UID FETCH bodies", stream.try_next()).await?.map_err(imap_err(server, "UID FETCH"))? {
+            // Unasked FETCH responses (flag changes) carry no body.
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                if wanted.binary_search(&uid).is_ok() {
+                    bodies.push((uid, body.to_vec()));
+                }
+            }
+        }
+    }
+    bodies.sort_unstable_by_key(|(uid, _)| *uid);
+    bodies.dedup_by_key(|(uid, _)| *uid);
+    Ok(bodies)
+}
+
+/// Where a sync saves its progress.
+struct Position<'a> {
+    rep_id: &'a str,
+    folder: &'a str,
+    uid_validity: u32,
+    /// The `synced_at` to keep until the sync completes.
+    synced_at: i64,
+}
+
+/// Hands one fetched batch to `handler` and, once it is recorded, saves
+/// the position after the batch (passing over messages too large to read
+/// and those expunged since the listing). On an error the position stays
+/// before the batch: all of it is read again.
+async fn hand_over<H: Handler>(
+    batch: &[(u32, u32)],
+    bodies: Vec<(u32, Vec<u8>)>,
+    handler: &mut H,
+    store: &Store,
+    at: &Position<'_>,
+    report: &mut SyncReport,
+) -> Result<(), WatchError> {
+    let mut bodies = bodies.into_iter().peekable();
+    let mut uids = Vec::with_capacity(batch.len());
+    let mut raws: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+    for &(uid, size) in batch {
+        if size > MAX_MESSAGE_BYTES {
+            tracing::warn!(
+                rep = at.rep_id,
+                mailbox = at.folder,
+                uid,
+                size,
+                limit = MAX_MESSAGE_BYTES,
+                "message too large to read; passed over"
+            );
+            report.skipped.push(uid);
+        } else if let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) {
+            uids.push(uid);
+            raws.push(raw);
+        }
+    }
+    if !raws.is_empty() {
+        let raws: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+        report.acted += handler.handle(&raws).await?;
+    }
+    report.uids.extend(uids);
+    report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
+    store.save_mailbox_state(at.rep_id, at.folder, i64::from(at.uid_validity), i64::from(report.last_uid), at.synced_at).await?;
+    Ok(())
 }
 
 /// Splits `(uid, size)` pairs into fetch batches bounded in count and bytes

@@ -1,5 +1,8 @@
 //! Mailbox sync state and inbound de-duplication.
 
+use std::collections::{HashMap, HashSet};
+
+use super::leads::{placeholders, LOOKUP_CHUNK};
 use super::{dispatch, Store, StoreError};
 
 impl Store {
@@ -61,6 +64,8 @@ pub struct InboundOutcome {
 /// Who sent a message we know, by its Message-ID.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SentRef {
+    /// Larger for a later send.
+    pub id: i64,
     pub lead_id: Option<i64>,
     pub enrollment_id: Option<i64>,
     pub rep: String,
@@ -94,101 +99,352 @@ impl Store {
         Ok(())
     }
 
-    /// Our sends among these Message-IDs (for matching replies and bounces).
-    pub async fn sends_by_message_ids(&self, ids: &[String]) -> Result<Vec<SentRef>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    /// Our sends among these Message-IDs (for matching replies and
+    /// bounces), in no particular order.
+    pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
+        let mut out: Vec<SentRef> = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT id, lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({}) ORDER BY id DESC",
-            placeholders.join(", ")
-        );
-        Ok(dispatch!(self, pool => {
-            let mut q = sqlx::query_as(&sql);
-            for id in ids {
-                q = q.bind(id);
-            }
-            q.fetch_all(pool).await?
-        }))
+        Ok(out)
     }
 
-    /// Records an inbound message and its effects in one transaction; a
-    /// message already recorded (same rep and key) changes nothing.
+    /// Records inbound messages and their effects in one transaction, with
+    /// the same result as one by one in order: a later message sees what an
+    /// earlier one did (two replies from one lead, a reply then a bounce,
+    /// the same message twice, a colleague's reply). A message already
+    /// recorded (same key) changes nothing. One outcome per action.
+    ///
+    /// The writes are set-wise, one round of messages that do not depend on
+    /// each other at a time (see `rounds`): a few statements for a whole
+    /// batch instead of ten per message.
     pub async fn record_inbound(
         &self,
         now: i64,
-        a: &InboundAction<'_>,
+        actions: &[InboundAction<'_>],
         stage_rank: &(dyn Fn(&str) -> usize + Sync),
-    ) -> Result<InboundOutcome, StoreError> {
-        use super::leads::{touch, NewTouch};
+    ) -> Result<Vec<InboundOutcome>, StoreError> {
+        use super::leads::{touches, NewTouch, BULK_ROWS};
         use crate::domain::{EnrollmentState, TouchKind};
-        let mut out = InboundOutcome::default();
+        let mut outcomes = vec![InboundOutcome::default(); actions.len()];
+        let mut lead_ids: Vec<i64> = actions.iter().filter_map(|a| a.lead_id).collect();
+        lead_ids.sort_unstable();
+        lead_ids.dedup();
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(super::begin_sql(pool)).await?;
-            let inserted = sqlx::query("INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, message_key) DO NOTHING")
-                .bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id).bind(now)
-                .execute(&mut *tx).await?.rows_affected();
-            if inserted == 0 {
-                return Ok(out);
-            }
-            out.new = true;
-            if let Some(lead_id) = a.lead_id {
-                let live: Option<(i64, String)> = sqlx::query_as("SELECT id, state FROM enrollments WHERE lead_id = $1 AND state IN ('active', 'paused') ORDER BY id DESC LIMIT 1")
-                    .bind(lead_id).fetch_optional(&mut *tx).await?;
-                let eid = live.as_ref().map(|(id, _)| *id);
-                touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now);
-                if let (Some((eid, state)), Some(to)) = (&live, a.enrollment_state) {
-                    // An auto-reply pauses only an active enrollment; a
-                    // manual pause stays manual.
-                    let applies = !(to == EnrollmentState::Paused && state == "paused");
-                    if applies {
-                        let ended = !to.is_live();
-                        sqlx::query(
-                            "UPDATE enrollments SET state = $1, next_at = NULL, paused_until = $2, updated_at = $3, \
-                             ended_at = CASE WHEN $4 = 1 THEN $3 ELSE ended_at END, end_reason = CASE WHEN $4 = 1 THEN $5 ELSE end_reason END WHERE id = $6",
-                        )
-                        .bind(to.as_str()).bind(a.paused_until).bind(now).bind(i64::from(ended)).bind(a.kind.as_str()).bind(eid)
-                        .execute(&mut *tx).await?;
-                        out.enrollment_changed = true;
+            // What the writes depend on, read for the whole batch; a later
+            // round reads its leads again, after the rounds before it.
+            let mut leads: HashMap<i64, LeadState> = HashMap::with_capacity(lead_ids.len());
+            read_lead_states!(tx, lead_ids, leads);
+            let rounds = rounds(actions, |id| leads.get(&id).map(|l| l.domain.clone()));
+            for (n, round) in rounds.iter().enumerate() {
+                for round in round.chunks(BULK_ROWS) {
+                    if n > 0 {
+                        let ids: Vec<i64> = round.iter().filter_map(|&i| actions[i].lead_id).collect();
+                        read_lead_states!(tx, ids, leads);
                     }
-                }
-                if let Some(stage) = a.stage {
-                    let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
-                    if let Some(old) = old {
-                        if stage_rank(stage) > stage_rank(&old) {
-                            sqlx::query("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3").bind(stage).bind(now).bind(lead_id).execute(&mut *tx).await?;
-                            let detail = format!("{old} -> {stage} ({})", a.kind);
-                            touch!(tx, NewTouch { lead_id, enrollment_id: eid, kind: Some(TouchKind::StageChange), at: now, rep: Some(a.rep), detail: Some(&detail), ..Default::default() }, now);
+                    // Seen: the keys are distinct within a round.
+                    let values: Vec<String> = (0..round.len()).map(|r| format!("({}, $1)", placeholders(2 + r * 4, 4))).collect();
+                    let sql = format!(
+                        "INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES {} \
+                         ON CONFLICT (rep, message_key) DO NOTHING RETURNING message_key",
+                        values.join(", ")
+                    );
+                    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                    for &i in round {
+                        let a = &actions[i];
+                        q = q.bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id);
+                    }
+                    let inserted: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+                    let new: Vec<usize> = round.iter().copied().filter(|&i| inserted.contains(actions[i].message_key)).collect();
+                    for &i in &new {
+                        outcomes[i].new = true;
+                    }
+                    // (action, its lead) for the new ones that concern a lead.
+                    let acting: Vec<(usize, i64)> = new.iter().filter_map(|&i| Some((i, actions[i].lead_id?))).collect();
+                    if !acting.is_empty() {
+                        let live: HashMap<i64, (i64, &str)> = acting
+                            .iter()
+                            .filter_map(|(_, lead_id)| {
+                                let l = leads.get(lead_id)?;
+                                Some((*lead_id, (l.live_id?, l.live_state.as_deref()?)))
+                            })
+                            .collect();
+                        let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
+                        let touched: Vec<NewTouch> = acting
+                            .iter()
+                            .map(|&(i, lead_id)| {
+                                let a = &actions[i];
+                                NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }
+                            })
+                            .collect();
+                        touches!(tx, touched, now);
+
+                        // The live enrollment's new state; an auto-reply pauses
+                        // only an active enrollment (a manual pause stays manual).
+                        // Grouped by what is written.
+                        let mut moves = Vec::new();
+                        for &(i, lead_id) in &acting {
+                            let a = &actions[i];
+                            if let (Some((eid, state)), Some(to)) = (live.get(&lead_id), a.enrollment_state) {
+                                if !(to == EnrollmentState::Paused && *state == "paused") {
+                                    moves.push(((to, a.paused_until, a.kind), *eid));
+                                    outcomes[i].enrollment_changed = true;
+                                }
+                            }
+                        }
+                        for ((to, paused_until, kind), ids) in grouped(moves) {
+                            let ended = !to.is_live();
+                            let sql = format!(
+                                "UPDATE enrollments SET state = $1, next_at = NULL, paused_until = $2, updated_at = $3, \
+                                 ended_at = CASE WHEN $4 = 1 THEN $3 ELSE ended_at END, end_reason = CASE WHEN $4 = 1 THEN $5 ELSE end_reason END \
+                                 WHERE id IN ({})",
+                                placeholders(6, ids.len())
+                            );
+                            let mut q = sqlx::query(&sql).bind(to.as_str()).bind(paused_until).bind(now).bind(i64::from(ended)).bind(kind.as_str());
+                            for id in ids {
+                                q = q.bind(id);
+                            }
+                            q.execute(&mut *tx).await?;
+                        }
+
+                        // Stages: only forward.
+                        let staged: Vec<(usize, i64)> = acting.iter().copied().filter(|&(i, _)| actions[i].stage.is_some()).collect();
+                        if !staged.is_empty() {
+                            let mut advanced = Vec::new();
+                            let mut details: Vec<(usize, i64, String)> = Vec::new();
+                            for &(i, lead_id) in &staged {
+                                let stage = actions[i].stage.expect("staged");
+                                if let Some(old) = leads.get(&lead_id).map(|l| &l.stage).filter(|old| stage_rank(stage) > stage_rank(old)) {
+                                    advanced.push((stage, lead_id));
+                                    details.push((i, lead_id, format!("{old} -> {stage} ({})", actions[i].kind)));
+                                }
+                            }
+                            for (stage, ids) in grouped(advanced) {
+                                let sql = format!("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id IN ({})", placeholders(3, ids.len()));
+                                let mut q = sqlx::query(&sql).bind(stage).bind(now);
+                                for id in ids {
+                                    q = q.bind(id);
+                                }
+                                q.execute(&mut *tx).await?;
+                            }
+                            let changes: Vec<NewTouch> = details
+                                .iter()
+                                .map(|(i, lead_id, detail)| NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() })
+                                .collect();
+                            touches!(tx, changes, now);
+                        }
+
+                        // Same company: the colleagues' live enrollments stop.
+                        // A round has one action per domain.
+                        let stopping: Vec<(usize, i64, &str)> = acting.iter().filter_map(|&(i, lead_id)| Some((i, lead_id, actions[i].stop_domain?))).collect();
+                        if !stopping.is_empty() {
+                            let sql = format!(
+                                "SELECT e.id, e.lead_id, l.domain FROM enrollments e JOIN leads l ON l.id = e.lead_id \
+                                 WHERE l.domain IN ({}) AND e.lead_id NOT IN ({}) AND e.state IN ('active', 'paused')",
+                                placeholders(1, stopping.len()),
+                                placeholders(1 + stopping.len(), stopping.len())
+                            );
+                            let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+                            for (_, _, domain) in &stopping {
+                                q = q.bind(*domain);
+                            }
+                            for (_, lead_id, _) in &stopping {
+                                q = q.bind(lead_id);
+                            }
+                            let others = q.fetch_all(&mut *tx).await?;
+                            for chunk in others.chunks(LOOKUP_CHUNK) {
+                                let sql = format!(
+                                    "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'colleague replied' WHERE id IN ({})",
+                                    placeholders(2, chunk.len())
+                                );
+                                let mut q = sqlx::query(&sql).bind(now);
+                                for (oid, _, _) in chunk {
+                                    q = q.bind(oid);
+                                }
+                                q.execute(&mut *tx).await?;
+                            }
+                            let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
+                            let mut stopped: Vec<NewTouch> = Vec::with_capacity(others.len());
+                            for (oid, olead, domain) in &others {
+                                let Some(&(i, rep)) = by_domain.get(domain.as_str()) else { continue };
+                                outcomes[i].colleagues_stopped += 1;
+                                let detail = "stopped: a colleague at the same company replied";
+                                stopped.push(NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() });
+                            }
+                            touches!(tx, stopped, now);
+                        }
+                    }
+
+                    // Suppressions; any other live enrollment of the address
+                    // stops too.
+                    let suppressing: Vec<(&str, TouchKind)> = new.iter().filter_map(|&i| Some((actions[i].suppress?, actions[i].kind))).collect();
+                    if !suppressing.is_empty() {
+                        let values: Vec<String> = (0..suppressing.len()).map(|r| format!("({}, $1)", placeholders(2 + r * 2, 2))).collect();
+                        let sql = format!("INSERT INTO suppressions (pattern, reason, created_at) VALUES {} ON CONFLICT (pattern) DO NOTHING", values.join(", "));
+                        let mut q = sqlx::query(&sql).bind(now);
+                        for (addr, kind) in &suppressing {
+                            q = q.bind(*addr).bind(kind.as_str());
+                        }
+                        q.execute(&mut *tx).await?;
+                        for (kind, addrs) in grouped(suppressing.iter().map(|&(addr, kind)| (kind, addr))) {
+                            let state = if kind == TouchKind::Bounce { EnrollmentState::Bounced } else { EnrollmentState::Unsubscribed };
+                            let sql = format!(
+                                "UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 \
+                                 WHERE state IN ('active', 'paused') AND lead_id IN (SELECT id FROM leads WHERE email IN ({}))",
+                                placeholders(4, addrs.len())
+                            );
+                            let mut q = sqlx::query(&sql).bind(state.as_str()).bind(now).bind(kind.as_str());
+                            for addr in addrs {
+                                q = q.bind(addr);
+                            }
+                            q.execute(&mut *tx).await?;
                         }
                     }
                 }
-                if let Some(domain) = a.stop_domain {
-                    let others: Vec<(i64, i64)> = sqlx::query_as(
-                        "SELECT e.id, e.lead_id FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.domain = $1 AND e.lead_id <> $2 AND e.state IN ('active', 'paused')",
-                    ).bind(domain).bind(lead_id).fetch_all(&mut *tx).await?;
-                    for (oid, olead) in &others {
-                        sqlx::query("UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'colleague replied' WHERE id = $2")
-                            .bind(now).bind(oid).execute(&mut *tx).await?;
-                        let detail = "stopped: a colleague at the same company replied";
-                        touch!(tx, NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(a.rep), detail: Some(detail), ..Default::default() }, now);
-                    }
-                    out.colleagues_stopped = others.len() as u64;
-                }
-            }
-            if let Some(addr) = a.suppress {
-                sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
-                    .bind(addr).bind(a.kind.as_str()).bind(now).execute(&mut *tx).await?;
-                // Any other live enrollment of that address stops too.
-                sqlx::query("UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 \
-                             WHERE state IN ('active', 'paused') AND lead_id IN (SELECT id FROM leads WHERE email = $4)")
-                    .bind(if a.kind == TouchKind::Bounce { "bounced" } else { "unsubscribed" }).bind(now).bind(a.kind.as_str()).bind(addr)
-                    .execute(&mut *tx).await?;
             }
             // A reply (or a stop) leaves the rep nothing to do there.
-            sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
+            if outcomes.iter().any(|o| o.new) {
+                sqlx::query(super::tasks::CANCEL_DEAD_TASKS).bind(now).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
-        Ok(out)
+        Ok(outcomes)
+    }
+}
+
+/// What recording a batch needs to know of a lead: its company (to order
+/// the writes), its stage and its live enrollment.
+#[derive(Debug, sqlx::FromRow)]
+struct LeadState {
+    id: i64,
+    domain: String,
+    stage: String,
+    live_id: Option<i64>,
+    live_state: Option<String>,
+}
+
+/// Reads the [`LeadState`] of the leads `$ids` into the map `$into`.
+macro_rules! read_lead_states {
+    ($tx:expr, $ids:expr, $into:expr) => {
+        for chunk in $ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
+                 LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, LeadState>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            $into.extend(q.fetch_all(&mut *$tx).await?.into_iter().map(|l| (l.id, l)));
+        }
+    };
+}
+use read_lead_states;
+
+/// What an action reads or writes besides its own key: its lead's company
+/// (the lead, its enrollments, its suppression, and the colleagues a reply
+/// stops all sit under the lead's domain).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Key(String),
+    Domain(String),
+    /// A lead whose row is gone: only itself.
+    Lead(i64),
+}
+
+/// Splits `actions` (indexes, in order) into rounds that can each be
+/// written set-wise: no two actions of a round share a key or a lead's
+/// domain, so none reads what another writes, and an action comes in a
+/// later round than every earlier action it shares one with. Writing the
+/// rounds in order is then the same as writing the actions one by one; a
+/// batch of replies from different companies is one round.
+fn rounds(actions: &[InboundAction<'_>], domain_of: impl Fn(i64) -> Option<String>) -> Vec<Vec<usize>> {
+    let mut last: HashMap<Scope, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, a) in actions.iter().enumerate() {
+        let mut scopes = vec![Scope::Key(a.message_key.to_string())];
+        if let Some(lead_id) = a.lead_id {
+            scopes.push(domain_of(lead_id).map_or(Scope::Lead(lead_id), Scope::Domain));
+        }
+        scopes.extend(a.stop_domain.map(|d| Scope::Domain(d.to_string())));
+        let round = scopes.iter().filter_map(|s| last.get(s)).map(|r| r + 1).max().unwrap_or(0);
+        for s in scopes {
+            last.insert(s, round);
+        }
+        if round == rounds.len() {
+            rounds.push(Vec::new());
+        }
+        rounds[round].push(i);
+    }
+    rounds
+}
+
+/// `(key, value)` pairs grouped by key, keys in the order first seen (one
+/// statement per group, in a stable order).
+fn grouped<K: PartialEq, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    for (k, v) in pairs {
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, vs)) => vs.push(v),
+            None => groups.push((k, vec![v])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TouchKind;
+
+    fn action<'a>(key: &'a str, lead_id: Option<i64>, stop_domain: Option<&'a str>) -> InboundAction<'a> {
+        InboundAction {
+            rep: "nik",
+            message_key: key,
+            kind: TouchKind::Reply,
+            lead_id,
+            at: 0,
+            subject: None,
+            message_id: None,
+            detail: None,
+            enrollment_state: None,
+            paused_until: None,
+            suppress: None,
+            stage: None,
+            stop_domain,
+        }
+    }
+
+    #[test]
+    fn rounds_keep_the_order_of_what_shares_a_key_or_a_company() {
+        let domains: HashMap<i64, String> = [(1, "acme.example"), (2, "acme.example"), (3, "other.example"), (4, "third.example")]
+            .into_iter()
+            .map(|(id, d)| (id, d.to_string()))
+            .collect();
+        let actions = [
+            action("a", Some(1), Some("acme.example")),
+            action("a", Some(1), Some("acme.example")), // the same message again
+            action("b", Some(2), None),                 // a colleague of lead 1
+            action("c", Some(3), None),
+            action("d", None, None),
+            action("c", None, None), // the same key, unmatched
+            action("e", Some(4), None),
+            action("f", Some(99), None), // a lead whose row is gone
+        ];
+        let domain_of = |id| domains.get(&id).cloned();
+        assert_eq!(rounds(&actions, domain_of), vec![vec![0, 3, 4, 6, 7], vec![1, 5], vec![2]]);
+        assert!(rounds(&[], domain_of).is_empty());
     }
 }

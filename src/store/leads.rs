@@ -88,6 +88,14 @@ pub struct Transition<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// A lead and the sequence of its current enrollment (if it ever had one).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MatchedLead {
+    #[sqlx(flatten)]
+    pub lead: LeadRow,
+    pub sequence: Option<String>,
+}
+
 /// A touchpoint to record.
 #[derive(Clone, Debug, Default)]
 pub struct NewTouch<'a> {
@@ -134,6 +142,69 @@ macro_rules! touch {
 }
 pub(crate) use touch;
 
+/// [`touch!`] for many touchpoints, a few rows per statement (the inbox's
+/// batches): one INSERT, and one UPDATE of the leads' last touch.
+macro_rules! touches {
+    ($tx:expr, $touches:expr, $now:expr) => {{
+        let touches: &[$crate::store::leads::NewTouch] = &$touches;
+        for chunk in touches.chunks($crate::store::leads::TOUCH_ROWS) {
+            let sql = $crate::store::leads::insert_touches_sql(chunk.len());
+            let mut q = sqlx::query(&sql).bind($now);
+            for t in chunk {
+                q = q
+                    .bind(t.lead_id)
+                    .bind(t.enrollment_id)
+                    .bind(t.kind.expect("touch kind").as_str())
+                    .bind(t.at)
+                    .bind(t.rep)
+                    .bind(t.subject)
+                    .bind(t.message_id)
+                    .bind(t.detail)
+                    .bind(t.step);
+            }
+            q.execute(&mut *$tx).await?;
+            let counted: Vec<&$crate::store::leads::NewTouch> =
+                chunk.iter().filter(|t| $crate::store::leads::counts_as_touch(t.kind.expect("touch kind"))).collect();
+            if !counted.is_empty() {
+                let sql = $crate::store::leads::update_last_touches_sql(counted.len());
+                let mut q = sqlx::query(&sql);
+                for t in counted {
+                    q = q.bind(t.lead_id).bind(t.at);
+                }
+                q.execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+pub(crate) use touches;
+
+/// [`INSERT_TOUCH`] for `rows` rows: `$1` is `created_at`, then nine
+/// parameters per row.
+pub(crate) fn insert_touches_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = 2 + r * 9;
+            format!("({}, $1)", placeholders(b, 9))
+        })
+        .collect();
+    format!(
+        "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// [`UPDATE_LAST_TOUCH`] for `rows` (lead id, at) pairs; a lead given twice
+/// gets the later time.
+pub(crate) fn update_last_touches_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows).map(|r| format!("({})", placeholders(1 + r * 2, 2))).collect();
+    format!(
+        "WITH v (id, at) AS (VALUES {}) \
+         UPDATE leads SET last_touch_at = (SELECT MAX(v.at) FROM v WHERE v.id = leads.id), stale = 0 \
+         WHERE leads.id IN (SELECT v.id FROM v) AND (last_touch_at IS NULL OR last_touch_at < (SELECT MAX(v.at) FROM v WHERE v.id = leads.id))",
+        values.join(", ")
+    )
+}
+
 pub(crate) fn update_last_touch() -> &'static str {
     UPDATE_LAST_TOUCH
 }
@@ -168,7 +239,25 @@ fn json_array<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("rows serialise")
 }
 
+/// Rows per multi-row INSERT (an inbox round).
+/// Small on purpose: binding costs sqlx-sqlite time quadratic in a
+/// statement's parameter count (it looks up each `$n` by name), which
+/// dominated the profile at 500 rows (5,000 parameters).
+pub(crate) const BULK_ROWS: usize = 64;
+/// Rows per multi-row touchpoint INSERT ([`touches!`]): nine parameters a
+/// row (same reason).
+pub(crate) const TOUCH_ROWS: usize = 16;
+/// Values per `IN (...)` lookup (same reason).
+pub(crate) const LOOKUP_CHUNK: usize = 128;
+
+/// `$from, $from+1, ...`: `n` numbered placeholders.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
+/// Orders a lead's enrollments current first: the live one, else the latest.
+const CURRENT_FIRST: &str = "ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC";
 const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
 
 impl Store {
@@ -435,11 +524,44 @@ impl Store {
 
     /// The lead's live enrollment, else its latest one.
     pub async fn current_enrollment(&self, lead_id: i64) -> Result<Option<EnrollmentRow>, StoreError> {
-        let sql = format!(
-            "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 \
-             ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC LIMIT 1"
-        );
+        let sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 {CURRENT_FIRST} LIMIT 1");
         Ok(dispatch!(self, pool => sqlx::query_as(&sql).bind(lead_id).fetch_optional(pool).await?))
+    }
+
+    /// The leads with these ids or addresses, each with the sequence of its
+    /// [`Store::current_enrollment`], in no particular order: what the
+    /// inbox's batches match against, in one statement (every row crosses
+    /// to sqlx's SQLite worker thread and back).
+    pub async fn leads_for_matching(&self, ids: &[i64], emails: &[&EmailAddress]) -> Result<Vec<MatchedLead>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len() + emails.len());
+        let chunks = ids.len().div_ceil(LOOKUP_CHUNK).max(emails.len().div_ceil(LOOKUP_CHUNK));
+        for k in 0..chunks {
+            let ids = ids.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
+            let emails = emails.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
+            let mut wanted = Vec::with_capacity(2);
+            if !ids.is_empty() {
+                wanted.push(format!("id IN ({})", placeholders(1, ids.len())));
+            }
+            if !emails.is_empty() {
+                wanted.push(format!("email IN ({})", placeholders(1 + ids.len(), emails.len())));
+            }
+            let sql = format!(
+                "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence \
+                 FROM leads WHERE {}",
+                wanted.join(" OR ")
+            );
+            dispatch!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in ids {
+                    q = q.bind(id);
+                }
+                for email in emails {
+                    q = q.bind(email.as_str());
+                }
+                out.extend(q.fetch_all(pool).await?);
+            });
+        }
+        Ok(out)
     }
 
     pub async fn lead_detail(&self, email: &str) -> Result<Option<LeadDetail>, StoreError> {

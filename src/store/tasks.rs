@@ -25,8 +25,11 @@ pub(crate) const TASK_PHASES: &str = "('task_due', 'task')";
 
 /// Open tasks of enrollments that ended (a reply, an unsubscribe, a
 /// colleague's reply...) are cancelled: the rep has nothing to do there.
+/// Written from the open tasks (few, indexed) to their enrollments: as
+/// `enrollment_id IN (ended enrollments)`, SQLite listed every ended
+/// enrollment each time (2.6 ms at 10,000; run once per inbox batch).
 pub(crate) const CANCEL_DEAD_TASKS: &str = "UPDATE tasks SET state = 'cancelled', finished_at = $1 \
-     WHERE state = 'open' AND enrollment_id IN (SELECT id FROM enrollments WHERE state NOT IN ('active', 'paused'))";
+     WHERE state = 'open' AND EXISTS (SELECT 1 FROM enrollments e WHERE e.id = tasks.enrollment_id AND e.state NOT IN ('active', 'paused'))";
 
 /// The task a due task step creates (decided by the engine).
 #[derive(Clone, Debug)]

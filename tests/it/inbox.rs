@@ -80,6 +80,64 @@ async fn a_reply_stops_the_sequence_and_moves_the_stage() {
     assert_eq!(kinds(&r.p, "ana@acme.example").iter().filter(|k| *k == "reply").count(), 1, "processed once");
 }
 
+/// Messages read in one batch (one transaction) act as they would one by
+/// one: each sees what the earlier ones did.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_of_one_batch_see_each_others_effects() {
+    let r = rig().await;
+    for email in ["ana@acme.example", "bo@acme.example", "cy@other.example"] {
+        r.p.enroll(email, "UTC", "2026-11-30T10:00:00Z");
+    }
+    assert_eq!(r.p.tick("2026-11-30T10:00:00Z")["sent"], 3);
+    let intro = |to: &str| message_id(&r.smtp.messages().into_iter().find(|m| m.rcpt_to[0] == to).unwrap());
+    let date = "Tue, 01 Dec 2026 08:15:00 +0000";
+    let ana = reply("ana@acme.example", &intro("ana@acme.example"), date, "Yes, let's talk.");
+    let dsn = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\r\nTo: nik@vendor.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         Date: Tue, 01 Dec 2026 08:20:00 +0000\r\nMessage-ID: <dsn-cy@mx.other.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n\
+         Your message could not be delivered.\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.other.example\r\n\r\nFinal-Recipient: rfc822; cy@other.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {}\r\n\
+         From: nik@vendor.test\r\nTo: cy@other.example\r\nSubject: Quick question about Other\r\n\r\n--B--\r\n",
+        intro("cy@other.example")
+    );
+    let batch = [
+        ana.clone(),
+        // The same message twice (a copy in the same folder).
+        ana,
+        reply("ana@acme.example", &intro("ana@acme.example"), date, "And one more thing."),
+        // Bo was stopped by Ana's reply, earlier in the batch.
+        reply("bo@acme.example", &intro("bo@acme.example"), date, "Me too."),
+        // A reply, then a bounce for the same lead.
+        reply("cy@other.example", &intro("cy@other.example"), date, "Sure."),
+        dsn.into_bytes(),
+    ];
+    for m in &batch {
+        r.imap.append("nik", "INBOX", m).await;
+    }
+    r.p.tick("2026-12-01T09:00:00Z");
+
+    assert_eq!(r.p.sql("SELECT COUNT(*) FROM inbound_seen"), "5", "the copy is recorded once");
+    let ana = r.p.json(&["show", "ana@acme.example"]);
+    assert_eq!(ana["enrollments"][0]["state"], "replied");
+    assert_eq!(ana["stage"], "closing");
+    let k = kinds(&r.p, "ana@acme.example");
+    assert_eq!(k.iter().filter(|k| *k == "reply").count(), 2, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "stage_change").count(), 2, "the enrolment's and the first reply's: {k:?}");
+
+    let bo = r.p.json(&["show", "bo@acme.example"]);
+    assert_eq!(bo["enrollments"][0]["state"], "completed", "stopped by the colleague's reply, not replied");
+    let k = kinds(&r.p, "bo@acme.example");
+    assert!(k.contains(&"unenrolled".to_string()) && k.contains(&"reply".to_string()), "{k:?}");
+
+    let cy = r.p.json(&["show", "cy@other.example"]);
+    assert_eq!(cy["enrollments"][0]["state"], "replied", "the bounce came after the reply had ended the enrollment");
+    let k = kinds(&r.p, "cy@other.example");
+    assert!(k.contains(&"reply".to_string()) && k.contains(&"bounce".to_string()), "{k:?}");
+    assert_eq!(r.p.run(&["enroll", "cy@other.example", "--sequence", "outreach"]).status.code(), Some(3), "suppressed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_out_of_office_pauses_until_the_return_date_then_the_next_step_goes_out() {
     let r = rig().await;

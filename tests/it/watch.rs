@@ -70,23 +70,26 @@ fn message_id(raw: &[u8]) -> String {
         .unwrap_or_else(|| panic!("no Message-ID in {}", String::from_utf8_lossy(raw)))
 }
 
-/// Records the Message-ID of every message it is given; fails on the
-/// `fail_on`-th call (1-based) with a store error.
+/// Records the Message-ID of every message it is given; fails the batch
+/// holding the `fail_on`-th message (1-based) with a store error, recording
+/// none of that batch.
 #[derive(Default)]
 struct Recorder {
     ids: Vec<String>,
     fail_on: Option<usize>,
-    calls: usize,
+    /// Messages handed over so far, failed batches included.
+    handed: usize,
 }
 
 impl Handler for Recorder {
-    async fn handle(&mut self, raw: &[u8]) -> Result<bool, StoreError> {
-        self.calls += 1;
-        if self.fail_on == Some(self.calls) {
+    async fn handle(&mut self, batch: &[&[u8]]) -> Result<usize, StoreError> {
+        let first = self.handed + 1;
+        self.handed += batch.len();
+        if self.fail_on.is_some_and(|n| (first..=self.handed).contains(&n)) {
             return Err(StoreError::Data("injected failure".into()));
         }
-        self.ids.push(message_id(raw));
-        Ok(true)
+        self.ids.extend(batch.iter().map(|raw| message_id(raw)));
+        Ok(batch.len())
     }
 }
 
@@ -135,7 +138,7 @@ async fn sync_once_hands_over_each_message_once_and_resumes_in_a_new_session() {
     let clock = Clock::fixed(later);
     let again = sync_once(&mut session, USER, &imap, &store, &clock, &mut rec).await.expect("second sync");
     assert!(again.uids.is_empty(), "{again:?}");
-    assert_eq!(rec.calls, 3);
+    assert_eq!(rec.handed, 3);
     assert_eq!(store.mailbox_state(USER, "INBOX").await.unwrap().synced_at, Some(later.timestamp_millis()));
     session.logout().await.expect("logout");
 
@@ -150,28 +153,31 @@ async fn sync_once_hands_over_each_message_once_and_resumes_in_a_new_session() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_store_failure_stops_the_sync_before_the_failing_message() {
+async fn a_store_failure_stops_the_sync_before_the_failing_batch() {
     let dovecot = Dovecot::start(&[(USER, PASSWORD)]).await;
     let imap = imap_for(&dovecot);
     let (_dir, store) = temp_store().await;
     let clock = Clock::fixed(now());
-    let msgs: Vec<Vec<u8>> = (1..=3).map(stranger).collect();
+    // Three fetch batches of at most 50: 1-50, 51-100, 101-120.
+    let msgs: Vec<Vec<u8>> = (1..=120).map(stranger).collect();
     dovecot.append_all(USER, "INBOX", msgs.iter().map(Vec::as_slice)).await;
 
     let mut session = connect(&imap, Path::new("/")).await.expect("connect");
-    let mut failing = Recorder { fail_on: Some(2), ..Recorder::default() };
+    let mut failing = Recorder { fail_on: Some(60), ..Recorder::default() };
     let err = sync_once(&mut session, USER, &imap, &store, &clock, &mut failing).await.expect_err("the handler fails");
     assert!(matches!(err, WatchError::Store(_)), "{err:?}");
+    assert_eq!(failing.ids.len(), 50, "the first batch was handled");
     let state = store.mailbox_state(USER, "INBOX").await.unwrap();
-    assert_eq!(state.last_uid, 1, "only the message before the failure counts as done");
+    assert_eq!(state.last_uid, 50, "only the batch before the failure counts as done");
     // The store's position update writes synced_at too: the old value is
     // kept, and "never" is stored as 0.
     assert!(matches!(state.synced_at, None | Some(0)), "a failed sync is not a sync: {:?}", state.synced_at);
 
     let mut rec = Recorder::default();
     let report = sync_once(&mut session, USER, &imap, &store, &clock, &mut rec).await.expect("retry");
-    assert_eq!(rec.ids, ["<note-2@elsewhere.test>", "<note-3@elsewhere.test>"]);
-    assert_eq!(report.last_uid, 3);
+    let expected: Vec<String> = (51..=120).map(|n| format!("<note-{n}@elsewhere.test>")).collect();
+    assert_eq!(rec.ids, expected, "the failed batch is read again, whole, and then the rest");
+    assert_eq!(report.last_uid, 120);
 }
 
 #[tokio::test(flavor = "multi_thread")]
