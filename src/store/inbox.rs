@@ -125,7 +125,7 @@ impl Store {
         use crate::domain::{EnrollmentState, TouchKind};
         let mut out = InboundOutcome::default();
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(super::begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let inserted = sqlx::query("INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, message_key) DO NOTHING")
                 .bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id).bind(now)
                 .execute(&mut *tx).await?.rows_affected();

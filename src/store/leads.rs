@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{begin_sql, dispatch, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{dispatch, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -134,6 +134,88 @@ macro_rules! touch {
 }
 pub(crate) use touch;
 
+/// Records many touchpoints `(touch, recorded at)` inside an open
+/// transaction in two statements, whatever their number, with the same
+/// rows and effect as [`touch!`] on each in turn.
+macro_rules! touches {
+    ($tx:expr, $pool:expr, $rows:expr) => {{
+        let rows: &[($crate::store::leads::NewTouch, i64)] = $rows;
+        if !rows.is_empty() {
+            use $crate::store::{json_rows, Col};
+            let (inserts, last_touches) = $crate::store::leads::touch_batch(rows);
+            let cols = [
+                ("lead_id", Col::Int),
+                ("enrollment_id", Col::Int),
+                ("kind", Col::Text),
+                ("at", Col::Int),
+                ("rep", Col::Text),
+                ("subject", Col::Text),
+                ("message_id", Col::Text),
+                ("detail", Col::Text),
+                ("step", Col::Int),
+                ("created_at", Col::Int),
+            ];
+            let sql = format!(
+                "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
+                 SELECT lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at FROM {}",
+                json_rows($pool, "$1", &cols)
+            );
+            sqlx::query(&sql).bind(inserts).execute(&mut *$tx).await?;
+            let sql = format!(
+                "UPDATE leads SET last_touch_at = v.touched_at, stale = 0 FROM {} \
+                 WHERE leads.id = v.touched_id AND (leads.last_touch_at IS NULL OR leads.last_touch_at < v.touched_at)",
+                json_rows($pool, "$1", &[("touched_id", Col::Int), ("touched_at", Col::Int)])
+            );
+            sqlx::query(&sql).bind(last_touches).execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use touches;
+
+/// The JSON parameters of [`touches!`]: the rows to insert, and each
+/// touched lead's latest touch (those kinds that count as one).
+pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        lead_id: i64,
+        enrollment_id: Option<i64>,
+        kind: &'static str,
+        at: i64,
+        rep: Option<&'a str>,
+        subject: Option<&'a str>,
+        message_id: Option<&'a str>,
+        detail: Option<&'a str>,
+        step: Option<i64>,
+        created_at: i64,
+    }
+    let mut latest: HashMap<i64, i64> = HashMap::new();
+    let inserts: Vec<Row> = rows
+        .iter()
+        .map(|(t, created_at)| {
+            let kind = t.kind.expect("touch kind");
+            if counts_as_touch(kind) {
+                let at = latest.entry(t.lead_id).or_insert(t.at);
+                *at = (*at).max(t.at);
+            }
+            Row {
+                lead_id: t.lead_id,
+                enrollment_id: t.enrollment_id,
+                kind: kind.as_str(),
+                at: t.at,
+                rep: t.rep,
+                subject: t.subject,
+                message_id: t.message_id,
+                detail: t.detail,
+                step: t.step,
+                created_at: *created_at,
+            }
+        })
+        .collect();
+    let latest: Vec<serde_json::Value> =
+        latest.into_iter().map(|(id, at)| serde_json::json!({ "touched_id": id, "touched_at": at })).collect();
+    (serde_json::to_string(&inserts).expect("rows serialise"), serde_json::to_string(&latest).expect("rows serialise"))
+}
+
 pub(crate) fn update_last_touch() -> &'static str {
     UPDATE_LAST_TOUCH
 }
@@ -189,7 +271,7 @@ impl Store {
             emails.push(input.email.as_ref().ok_or_else(|| StoreError::Data("lead without email".into()))?);
         }
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let mut results: Vec<Option<Result<Enrolled, Refusal>>> = vec![None; inputs.len()];
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
@@ -528,7 +610,7 @@ impl Store {
     /// Records a touchpoint on its own.
     pub async fn add_touch(&self, now: i64, t: NewTouch<'_>) -> Result<(), StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             touch!(tx, t, now);
             tx.commit().await?;
         });
@@ -545,7 +627,7 @@ impl Store {
             format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");
         let ended = !to.is_live();
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let e: Option<EnrollmentRow> = sqlx::query_as(&select).bind(lead_id).fetch_optional(&mut *tx).await?;
             let Some(e) = e else { return Ok(None) };
             sqlx::query(
@@ -579,7 +661,7 @@ impl Store {
         why: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
             let Some(old) = old else { return Err(StoreError::Data(format!("no lead {lead_id}"))) };
             if old == stage {
@@ -616,7 +698,7 @@ impl Store {
             "SELECT e.id, e.lead_id, e.rep FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = $1 AND e.state IN ('active', 'paused')"
         };
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
                 .bind(&pattern)
                 .bind(reason)

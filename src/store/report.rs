@@ -7,7 +7,7 @@
 //! shows are fetched row by row, and those are capped by the caller.
 
 use super::leads::{touch, NewTouch};
-use super::{begin_sql, dispatch, Store, StoreError};
+use super::{dispatch, Store, StoreError};
 use crate::domain::TouchKind;
 
 /// Sends that left (or may have left) the building: what "sent" counts.
@@ -266,7 +266,7 @@ impl Store {
         let (mut count, mut listed) = (0u64, Vec::new());
         loop {
             let page: Vec<(i64, String, Option<String>)> = dispatch!(self, pool => {
-                let mut tx = pool.begin_with(begin_sql(pool)).await?;
+                let mut tx = self.begin_write(pool).await?;
                 let flagged: Vec<(i64, String, Option<String>)> = sqlx::query_as(&sql).bind(cutoff).fetch_all(&mut *tx).await?;
                 for (lead_id, _, owner) in &flagged {
                     touch!(tx, NewTouch { lead_id: *lead_id, kind: Some(TouchKind::Stale), at: now, rep: owner.as_deref(), detail: Some(detail), ..Default::default() }, now);
