@@ -151,6 +151,9 @@ pub struct Store {
     /// Write transactions of this process take turns here (SQLite only; see
     /// [`Store::begin_write`]).
     writers: Arc<tokio::sync::Mutex<()>>,
+    /// The latest fire of each cron job this process claimed or saw
+    /// claimed (see [`Store::claim_cron_fire`]).
+    cron_asked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// A write transaction, holding this process's writer turn on SQLite until
@@ -221,7 +224,7 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
-        Ok(Store { db, instance, writers: Arc::default() })
+        Ok(Store { db, instance, writers: Arc::default(), cron_asked: Arc::default() })
     }
 
     /// Begins a write transaction. SQLite has one writer at a time: when two

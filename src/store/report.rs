@@ -287,10 +287,19 @@ impl Store {
 
     /// Claims one fire of a cron job for this instance. True exactly once
     /// per `(job, fire_at)`, across restarts and instances.
+    ///
+    /// The daemon asks after every pass; a fire this process has already
+    /// asked about is answered from memory, so the database sees one write
+    /// per fire rather than one per pass (on SQLite each such write waited
+    /// for the write lock, holding up the daemon's loop behind the sends).
     pub async fn claim_cron_fire(&self, job: &str, fire_at: i64, now: i64) -> Result<bool, StoreError> {
+        if self.cron_asked.lock().expect("cron fires").get(job) == Some(&fire_at) {
+            return Ok(false);
+        }
         let sql =
             "INSERT INTO cron_fires (job, fire_at, claimed_by, claimed_at) VALUES ($1, $2, $3, $4) ON CONFLICT (job, fire_at) DO NOTHING";
         let n = dispatch!(self, pool => sqlx::query(sql).bind(job).bind(fire_at).bind(&self.instance).bind(now).execute(pool).await?.rows_affected());
+        self.cron_asked.lock().expect("cron fires").insert(job.to_string(), fire_at);
         Ok(n == 1)
     }
 
