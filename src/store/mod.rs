@@ -208,7 +208,11 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let file = opts.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(&open_err)?;
+            // No ping before each use: a local file does not drop the
+            // connection, and the ping cost a round trip to the
+            // connection's thread every time one was taken from the pool.
+            let pool =
+                SqlitePoolOptions::new().max_connections(8).test_before_acquire(false).connect_with(opts).await.map_err(&open_err)?;
             migrate_sqlite(&pool, &file).await.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(source) => open_err(source),
                 other => StoreError::Migrate(other),
