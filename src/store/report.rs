@@ -106,8 +106,10 @@ pub struct Listed<T> {
     pub rows: Vec<T>,
 }
 
+/// A lead never touched counts as touched at 0, in the form the index
+/// `leads_unflagged_touch` is built on (migration 0004).
 const STALE_WHERE: &str =
-    "status = 'active' AND stage NOT IN ('won', 'lost') AND stage_changed_at < $1 AND (last_touch_at IS NULL OR last_touch_at < $1)";
+    "status = 'active' AND stage NOT IN ('won', 'lost') AND stage_changed_at < $1 AND COALESCE(last_touch_at, 0) < $1";
 const OVERDUE_WHERE: &str = "e.state = 'active' AND e.next_at IS NOT NULL \
      AND (e.next_at < $1 OR (e.attempts > 0 AND e.due_at IS NOT NULL AND e.due_at < $1))";
 const LIMIT_WHERE: &str = "(e.state IN ('active', 'paused') AND e.phase IN ('last_chance', 'archive')) OR e.state = 'archived'";
@@ -257,10 +259,15 @@ impl Store {
     pub async fn flag_stale(&self, now: i64, cutoff: i64, detail: &str) -> Result<(u64, Vec<String>), StoreError> {
         // A page per transaction: a million stale leads (a first start on an
         // old database) never hold the write lock, or memory, all at once.
+        // Longest untouched first, in the order of the partial index on the
+        // unflagged leads' last touch: the search reads only the leads
+        // touched before the cutoff (ordered by id it read every lead: 0.2
+        // to 2 s per run with a million, the most of a `tick` then).
         const PAGE: usize = 1000;
         const LISTED: usize = 100;
         let sql = format!(
-            "UPDATE leads SET stale = 1 WHERE id IN (SELECT id FROM leads WHERE stale = 0 AND {STALE_WHERE} ORDER BY id LIMIT {PAGE}) \
+            "UPDATE leads SET stale = 1 WHERE id IN (SELECT id FROM leads WHERE stale = 0 AND {STALE_WHERE} \
+             ORDER BY COALESCE(last_touch_at, 0), id LIMIT {PAGE}) \
              RETURNING id, email, owner"
         );
         let (mut count, mut listed) = (0u64, Vec::new());
