@@ -141,7 +141,7 @@ impl Store {
         lead_ids.sort_unstable();
         lead_ids.dedup();
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(super::begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             // What the writes depend on, read for the whole batch; a later
             // round reads its leads again, after the rounds before it.
             let mut leads: HashMap<i64, LeadState> = HashMap::with_capacity(lead_ids.len());
@@ -181,14 +181,14 @@ impl Store {
                             })
                             .collect();
                         let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
-                        let touched: Vec<NewTouch> = acting
+                        let touched: Vec<(NewTouch, i64)> = acting
                             .iter()
                             .map(|&(i, lead_id)| {
                                 let a = &actions[i];
-                                NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }
+                                (NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now)
                             })
                             .collect();
-                        touches!(tx, touched, now);
+                        touches!(tx, pool, &touched);
 
                         // The live enrollment's new state; an auto-reply pauses
                         // only an active enrollment (a manual pause stays manual).
@@ -238,11 +238,11 @@ impl Store {
                                 }
                                 q.execute(&mut *tx).await?;
                             }
-                            let changes: Vec<NewTouch> = details
+                            let changes: Vec<(NewTouch, i64)> = details
                                 .iter()
-                                .map(|(i, lead_id, detail)| NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() })
+                                .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now))
                                 .collect();
-                            touches!(tx, changes, now);
+                            touches!(tx, pool, &changes);
                         }
 
                         // Same company: the colleagues' live enrollments stop.
@@ -275,14 +275,14 @@ impl Store {
                                 q.execute(&mut *tx).await?;
                             }
                             let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
-                            let mut stopped: Vec<NewTouch> = Vec::with_capacity(others.len());
+                            let mut stopped: Vec<(NewTouch, i64)> = Vec::with_capacity(others.len());
                             for (oid, olead, domain) in &others {
                                 let Some(&(i, rep)) = by_domain.get(domain.as_str()) else { continue };
                                 outcomes[i].colleagues_stopped += 1;
                                 let detail = "stopped: a colleague at the same company replied";
-                                stopped.push(NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() });
+                                stopped.push((NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() }, now));
                             }
-                            touches!(tx, stopped, now);
+                            touches!(tx, pool, &stopped);
                         }
                     }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{begin_sql, dispatch, reserve_ids, with_json_rows, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{dispatch, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -142,67 +142,86 @@ macro_rules! touch {
 }
 pub(crate) use touch;
 
-/// [`touch!`] for many touchpoints, a few rows per statement (the inbox's
-/// batches): one INSERT, and one UPDATE of the leads' last touch.
+/// Records many touchpoints `(touch, recorded at)` inside an open
+/// transaction in two statements, whatever their number, with the same
+/// rows and effect as [`touch!`] on each in turn.
 macro_rules! touches {
-    ($tx:expr, $touches:expr, $now:expr) => {{
-        let touches: &[$crate::store::leads::NewTouch] = &$touches;
-        for chunk in touches.chunks($crate::store::leads::TOUCH_ROWS) {
-            let sql = $crate::store::leads::insert_touches_sql(chunk.len());
-            let mut q = sqlx::query(&sql).bind($now);
-            for t in chunk {
-                q = q
-                    .bind(t.lead_id)
-                    .bind(t.enrollment_id)
-                    .bind(t.kind.expect("touch kind").as_str())
-                    .bind(t.at)
-                    .bind(t.rep)
-                    .bind(t.subject)
-                    .bind(t.message_id)
-                    .bind(t.detail)
-                    .bind(t.step);
-            }
-            q.execute(&mut *$tx).await?;
-            let counted: Vec<&$crate::store::leads::NewTouch> =
-                chunk.iter().filter(|t| $crate::store::leads::counts_as_touch(t.kind.expect("touch kind"))).collect();
-            if !counted.is_empty() {
-                let sql = $crate::store::leads::update_last_touches_sql(counted.len());
-                let mut q = sqlx::query(&sql);
-                for t in counted {
-                    q = q.bind(t.lead_id).bind(t.at);
-                }
-                q.execute(&mut *$tx).await?;
-            }
+    ($tx:expr, $pool:expr, $rows:expr) => {{
+        let rows: &[($crate::store::leads::NewTouch, i64)] = $rows;
+        if !rows.is_empty() {
+            use $crate::store::{json_rows, Col};
+            let (inserts, last_touches) = $crate::store::leads::touch_batch(rows);
+            let cols = [
+                ("lead_id", Col::Int),
+                ("enrollment_id", Col::Int),
+                ("kind", Col::Text),
+                ("at", Col::Int),
+                ("rep", Col::Text),
+                ("subject", Col::Text),
+                ("message_id", Col::Text),
+                ("detail", Col::Text),
+                ("step", Col::Int),
+                ("created_at", Col::Int),
+            ];
+            let sql = format!(
+                "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
+                 SELECT lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at FROM {}",
+                json_rows($pool, "$1", &cols)
+            );
+            sqlx::query(&sql).bind(inserts).execute(&mut *$tx).await?;
+            let sql = format!(
+                "UPDATE leads SET last_touch_at = v.touched_at, stale = 0 FROM {} \
+                 WHERE leads.id = v.touched_id AND (leads.last_touch_at IS NULL OR leads.last_touch_at < v.touched_at)",
+                json_rows($pool, "$1", &[("touched_id", Col::Int), ("touched_at", Col::Int)])
+            );
+            sqlx::query(&sql).bind(last_touches).execute(&mut *$tx).await?;
         }
     }};
 }
 pub(crate) use touches;
 
-/// [`INSERT_TOUCH`] for `rows` rows: `$1` is `created_at`, then nine
-/// parameters per row.
-pub(crate) fn insert_touches_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let b = 2 + r * 9;
-            format!("({}, $1)", placeholders(b, 9))
+/// The JSON parameters of [`touches!`]: the rows to insert, and each
+/// touched lead's latest touch (those kinds that count as one).
+pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        lead_id: i64,
+        enrollment_id: Option<i64>,
+        kind: &'static str,
+        at: i64,
+        rep: Option<&'a str>,
+        subject: Option<&'a str>,
+        message_id: Option<&'a str>,
+        detail: Option<&'a str>,
+        step: Option<i64>,
+        created_at: i64,
+    }
+    let mut latest: HashMap<i64, i64> = HashMap::new();
+    let inserts: Vec<Row> = rows
+        .iter()
+        .map(|(t, created_at)| {
+            let kind = t.kind.expect("touch kind");
+            if counts_as_touch(kind) {
+                let at = latest.entry(t.lead_id).or_insert(t.at);
+                *at = (*at).max(t.at);
+            }
+            Row {
+                lead_id: t.lead_id,
+                enrollment_id: t.enrollment_id,
+                kind: kind.as_str(),
+                at: t.at,
+                rep: t.rep,
+                subject: t.subject,
+                message_id: t.message_id,
+                detail: t.detail,
+                step: t.step,
+                created_at: *created_at,
+            }
         })
         .collect();
-    format!(
-        "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) VALUES {}",
-        values.join(", ")
-    )
-}
-
-/// [`UPDATE_LAST_TOUCH`] for `rows` (lead id, at) pairs; a lead given twice
-/// gets the later time.
-pub(crate) fn update_last_touches_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows).map(|r| format!("({})", placeholders(1 + r * 2, 2))).collect();
-    format!(
-        "WITH v (id, at) AS (VALUES {}) \
-         UPDATE leads SET last_touch_at = (SELECT MAX(v.at) FROM v WHERE v.id = leads.id), stale = 0 \
-         WHERE leads.id IN (SELECT v.id FROM v) AND (last_touch_at IS NULL OR last_touch_at < (SELECT MAX(v.at) FROM v WHERE v.id = leads.id))",
-        values.join(", ")
-    )
+    let latest: Vec<serde_json::Value> =
+        latest.into_iter().map(|(id, at)| serde_json::json!({ "touched_id": id, "touched_at": at })).collect();
+    (serde_json::to_string(&inserts).expect("rows serialise"), serde_json::to_string(&latest).expect("rows serialise"))
 }
 
 pub(crate) fn update_last_touch() -> &'static str {
@@ -214,27 +233,7 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
     !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
 }
 
-// The set-wise writes of new leads (see `enroll_batch`). Each reads the
-// batch as rows `r` of a JSON array bound as `$1` ([`with_json_rows`]):
-// one parameter and one statement per table, however many rows. The ids
-// are reserved beforehand ([`reserve_ids`]), so nothing comes back.
-/// `[id, email, domain, first_name, last_name, company, title, timezone,
-/// region, value, fields]` per lead; `$2` owner, `$3` stage, `$4` now.
-const INSERT_NEW_LEADS: &str =
-    "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
-     owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
-     SELECT CAST(v->>0 AS BIGINT), v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, \
-     CAST(v->>9 AS DOUBLE PRECISION), v->>10, $2, $3, 'active', 0, $4, $4, $4, $4 FROM r";
-/// `[id, lead_id, due_at, next_at]` per enrollment; `$2` sequence, `$3` rep, `$4` now.
-const INSERT_NEW_ENROLLMENTS: &str =
-    "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
-     SELECT CAST(v->>0 AS BIGINT), CAST(v->>1 AS BIGINT), $2, $3, 'active', 'step', 0, 0, CAST(v->>2 AS BIGINT), \
-     CAST(v->>3 AS BIGINT), $4, $4 FROM r";
-/// One touchpoint per row of the enrollments' array; `$2` kind, `$3` now, `$4` rep, `$5` detail.
-const INSERT_NEW_TOUCHES: &str = "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) \
-     SELECT CAST(v->>1 AS BIGINT), CAST(v->>0 AS BIGINT), $2, $3, $4, $5, $3 FROM r";
-
-/// The rows of a bulk statement's `$1`, as JSON text.
+/// The rows of a bulk statement's JSON parameter, as text.
 fn json_array<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("rows serialise")
 }
@@ -244,9 +243,6 @@ fn json_array<T: Serialize>(rows: &[T]) -> String {
 /// statement's parameter count (it looks up each `$n` by name), which
 /// dominated the profile at 500 rows (5,000 parameters).
 pub(crate) const BULK_ROWS: usize = 64;
-/// Rows per multi-row touchpoint INSERT ([`touches!`]): nine parameters a
-/// row (same reason).
-pub(crate) const TOUCH_ROWS: usize = 16;
 /// Values per `IN (...)` lookup (same reason).
 pub(crate) const LOOKUP_CHUNK: usize = 128;
 
@@ -290,22 +286,27 @@ impl Store {
             emails.push(input.email.as_ref().ok_or_else(|| StoreError::Data("lead without email".into()))?);
         }
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let mut results: Vec<Option<Result<Enrolled, Refusal>>> = vec![None; inputs.len()];
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
-            let addresses: Vec<[&str; 1]> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).map(|e| [e]).collect();
-            let existing: HashSet<String> = sqlx::query_scalar(&with_json_rows(pool, "SELECT l.email FROM r JOIN leads l ON l.email = r.v->>0"))
+            #[derive(Serialize)]
+            struct Key<'a> {
+                key: &'a str,
+            }
+            let keys = &[("key", Col::Text)];
+            let addresses: Vec<Key> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).map(|key| Key { key }).collect();
+            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_rows(pool, "$1", keys)))
                 .bind(json_array(&addresses))
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
-            let patterns: Vec<[&str; 1]> = addresses.iter().copied().chain(domains.iter().map(|d| [d.as_str()])).collect();
+            let patterns: Vec<Key> = addresses.iter().map(|a| a.key).chain(domains.iter().map(String::as_str)).map(|key| Key { key }).collect();
             let suppressed: HashMap<String, String> =
-                sqlx::query_as(&with_json_rows(pool, "SELECT s.pattern, s.reason FROM r JOIN suppressions s ON s.pattern = r.v->>0"))
+                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", json_rows(pool, "$1", keys)))
                     .bind(json_array(&patterns))
                     .fetch_all(&mut *tx)
                     .await?
@@ -337,7 +338,14 @@ impl Store {
                 let lead_ids = reserve_ids(pool, &mut tx, "leads", fresh.len()).await?;
                 let enrollment_ids = reserve_ids(pool, &mut tx, "enrollments", fresh.len()).await?;
                 let mut leads: Vec<LeadRow> = Vec::with_capacity(fresh.len());
-                let mut enrollments: Vec<(i64, i64, i64, Option<i64>)> = Vec::with_capacity(fresh.len());
+                #[derive(Serialize)]
+                struct NewEnrollment {
+                    id: i64,
+                    lead_id: i64,
+                    due_at: i64,
+                    next_at: Option<i64>,
+                }
+                let mut enrollments: Vec<NewEnrollment> = Vec::with_capacity(fresh.len());
                 for ((&i, lead_id), enrollment_id) in fresh.iter().zip(lead_ids).zip(enrollment_ids) {
                     let input = &inputs[i];
                     let email = emails[i];
@@ -363,34 +371,48 @@ impl Store {
                         updated_at: now,
                     };
                     let (due_at, next_at) = (plan.schedule)(&lead);
-                    enrollments.push((enrollment_id, lead_id, due_at, next_at));
+                    enrollments.push(NewEnrollment { id: enrollment_id, lead_id, due_at, next_at });
                     leads.push(lead);
                     results[i] = Some(Ok(Enrolled { lead_id, enrollment_id, created_lead: true, next_at }));
                 }
-                let lead_values: Vec<_> = leads
-                    .iter()
-                    .map(|l| (l.id, &l.email, &l.domain, &l.first_name, &l.last_name, &l.company, &l.title, &l.timezone, &l.region, l.value, &l.fields))
-                    .collect();
-                sqlx::query(&with_json_rows(pool, INSERT_NEW_LEADS)).bind(json_array(&lead_values)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
-                let enrollments = json_array(&enrollments);
-                sqlx::query(&with_json_rows(pool, INSERT_NEW_ENROLLMENTS))
-                    .bind(&enrollments)
-                    .bind(plan.sequence)
-                    .bind(owner)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                let lead_cols = [
+                    ("id", Col::Int),
+                    ("email", Col::Text),
+                    ("domain", Col::Text),
+                    ("first_name", Col::Text),
+                    ("last_name", Col::Text),
+                    ("company", Col::Text),
+                    ("title", Col::Text),
+                    ("timezone", Col::Text),
+                    ("region", Col::Text),
+                    ("value", Col::Float),
+                    ("fields", Col::Text),
+                ];
+                let sql = format!(
+                    "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+                     owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
+                     SELECT id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+                     $2, $3, 'active', 0, $4, $4, $4, $4 FROM {}",
+                    json_rows(pool, "$1", &lead_cols)
+                );
+                sqlx::query(&sql).bind(json_array(&leads)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
+                let sql = format!(
+                    "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
+                     SELECT id, lead_id, $2, $3, 'active', 'step', 0, 0, due_at, next_at, $4, $4 FROM {}",
+                    json_rows(pool, "$1", &[("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)])
+                );
+                sqlx::query(&sql).bind(json_array(&enrollments)).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
                 // Two touchpoints per lead: enrolled, then the stage it starts in.
-                for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
-                    sqlx::query(&with_json_rows(pool, INSERT_NEW_TOUCHES))
-                        .bind(&enrollments)
-                        .bind(kind.as_str())
-                        .bind(now)
-                        .bind(owner)
-                        .bind(detail)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                let enrolled = format!("sequence {}", plan.sequence);
+                let staged = format!("-> {stage}");
+                let touch = |e: &NewEnrollment, kind, detail| {
+                    (NewTouch { lead_id: e.lead_id, enrollment_id: Some(e.id), kind: Some(kind), at: now, rep: Some(owner), detail: Some(detail), ..Default::default() }, now)
+                };
+                let history: Vec<_> = [(TouchKind::Enrolled, enrolled.as_str()), (TouchKind::StageChange, staged.as_str())]
+                    .into_iter()
+                    .flat_map(|(kind, detail)| enrollments.iter().map(move |e| touch(e, kind, detail)))
+                    .collect();
+                touches!(tx, pool, &history);
             }
             for &i in &slow {
                 let input = &inputs[i];
@@ -602,7 +624,7 @@ impl Store {
     /// Records a touchpoint on its own.
     pub async fn add_touch(&self, now: i64, t: NewTouch<'_>) -> Result<(), StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             touch!(tx, t, now);
             tx.commit().await?;
         });
@@ -619,7 +641,7 @@ impl Store {
             format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE lead_id = $1 AND state IN ({states}) ORDER BY id DESC LIMIT 1");
         let ended = !to.is_live();
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let e: Option<EnrollmentRow> = sqlx::query_as(&select).bind(lead_id).fetch_optional(&mut *tx).await?;
             let Some(e) = e else { return Ok(None) };
             sqlx::query(
@@ -653,7 +675,7 @@ impl Store {
         why: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let old: Option<String> = sqlx::query_scalar("SELECT stage FROM leads WHERE id = $1").bind(lead_id).fetch_optional(&mut *tx).await?;
             let Some(old) = old else { return Err(StoreError::Data(format!("no lead {lead_id}"))) };
             if old == stage {
@@ -690,7 +712,7 @@ impl Store {
             "SELECT e.id, e.lead_id, e.rep FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = $1 AND e.state IN ('active', 'paused')"
         };
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (pattern) DO NOTHING")
                 .bind(&pattern)
                 .bind(reason)

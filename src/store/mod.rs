@@ -5,11 +5,13 @@
 //! The SQL is written once, in the subset both speak (`$n` placeholders,
 //! `RETURNING`, `ON CONFLICT`, times as integer milliseconds), and the
 //! [`dispatch!`] macro instantiates each body for both pools; the few places
-//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`, how a batch is
-//! bound as one JSON parameter and how its ids are reserved) go through
-//! [`Backend`]. Transactions are short and never span a network call.
+//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`, reading a
+//! batch of rows passed as one JSON parameter, reserving ids for it) go
+//! through [`Backend`]. Transactions are short and never span a network call.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -61,10 +63,10 @@ pub(crate) trait Backend: sqlx::Database {
     /// One daemon per database: a send left `sending` by anyone else is an
     /// orphan at once. Otherwise only when its claimer stopped heartbeating.
     const SINGLE_INSTANCE: bool;
-    /// The elements of a JSON array bound as `$1`, one row each. Bulk
-    /// statements bind a whole batch this way: one parameter instead of one
-    /// per value, which sqlx-sqlite binds in time quadratic in their count.
-    const JSON_ROWS: &'static str;
+    /// A table expression (aliased `v`) over the JSON array of objects
+    /// bound as `param`, one column per `(name, type)`: how a batch of rows
+    /// reaches one statement with a fixed text, whatever its size.
+    fn json_rows(param: &str, cols: &[(&str, Col)]) -> String;
     /// `n` ids of `table`, for rows that a bulk statement inserts with their
     /// ids given, so that nothing has to be read back. Call it inside the
     /// transaction that inserts them.
@@ -74,12 +76,28 @@ pub(crate) trait Backend: sqlx::Database {
         n: usize,
     ) -> impl std::future::Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
 }
+
+/// Column types of [`Backend::json_rows`].
+#[derive(Clone, Copy)]
+pub(crate) enum Col {
+    Int,
+    Float,
+    Text,
+}
+
 impl Backend for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const SKIP_LOCKED: &'static str = "";
     const CLAIM_LOCK: Option<&'static str> = None;
     const SINGLE_INSTANCE: bool = true;
-    const JSON_ROWS: &'static str = "SELECT value FROM json_each($1)";
+    // Each row's object is taken out once (materialized): json_each's
+    // `value` read once per column would print the object back to text and
+    // parse it again each time, and looking columns up by path in the whole
+    // parameter costs time quadratic in the rows (both seen in profiles).
+    fn json_rows(param: &str, cols: &[(&str, Col)]) -> String {
+        let cols: Vec<String> = cols.iter().map(|(name, _)| format!("j ->> '{name}' AS {name}")).collect();
+        format!("(WITH r AS MATERIALIZED (SELECT value AS j FROM json_each({param})) SELECT {} FROM r) AS v", cols.join(", "))
+    }
     /// The ids after the largest: the transaction (`BEGIN IMMEDIATE`) holds
     /// the write lock, so no one else can take them.
     async fn reserve_ids(conn: &mut sqlx::SqliteConnection, table: &'static str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
@@ -92,7 +110,20 @@ impl Backend for sqlx::Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7262026)");
     const SINGLE_INSTANCE: bool = false;
-    const JSON_ROWS: &'static str = "SELECT value FROM jsonb_array_elements($1::text::jsonb)";
+    fn json_rows(param: &str, cols: &[(&str, Col)]) -> String {
+        let cols: Vec<String> = cols
+            .iter()
+            .map(|(name, col)| {
+                let ty = match col {
+                    Col::Int => "int8",
+                    Col::Float => "float8",
+                    Col::Text => "text",
+                };
+                format!("{name} {ty}")
+            })
+            .collect();
+        format!("jsonb_to_recordset({param}::jsonb) AS v({})", cols.join(", "))
+    }
     /// Drawn from the identity column's sequence, like a default id.
     async fn reserve_ids(conn: &mut sqlx::PgConnection, table: &'static str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
         sqlx::query_scalar(&format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)"))
@@ -102,25 +133,18 @@ impl Backend for sqlx::Postgres {
     }
 }
 
-pub(crate) fn claim_lock<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> Option<&'static str> {
+pub(crate) fn claim_lock<DB: Backend>(_: &sqlx::Pool<DB>) -> Option<&'static str> {
     DB::CLAIM_LOCK
 }
-pub(crate) fn single_instance<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> bool {
+pub(crate) fn single_instance<DB: Backend>(_: &sqlx::Pool<DB>) -> bool {
     DB::SINGLE_INSTANCE
 }
 
-pub(crate) fn begin_sql<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
-    DB::BEGIN
+pub(crate) fn json_rows<DB: Backend>(_: &sqlx::Pool<DB>, param: &str, cols: &[(&str, Col)]) -> String {
+    DB::json_rows(param, cols)
 }
-pub(crate) fn skip_locked<DB: Backend + sqlx::Database>(_: &sqlx::Pool<DB>) -> &'static str {
+pub(crate) fn skip_locked<DB: Backend>(_: &sqlx::Pool<DB>) -> &'static str {
     DB::SKIP_LOCKED
-}
-/// `statement` reading the JSON array bound as `$1` as the table `r`, one
-/// element per row in column `v` (read with `v->>N`, cast where the column
-/// is not text). The rows are materialized first so that each element is
-/// taken out of the array once, not once per `v->>N`.
-pub(crate) fn with_json_rows<DB: Backend>(_: &sqlx::Pool<DB>, statement: &str) -> String {
-    format!("WITH r (v) AS MATERIALIZED ({}) {statement}", DB::JSON_ROWS)
 }
 pub(crate) async fn reserve_ids<DB: Backend>(
     _: &sqlx::Pool<DB>,
@@ -157,6 +181,40 @@ pub struct Store {
     pub(crate) db: Db,
     /// This process's identity for claims and leases.
     pub instance: String,
+    /// Write transactions of this process take turns here (SQLite only; see
+    /// [`Store::begin_write`]).
+    writers: Arc<tokio::sync::Mutex<()>>,
+    /// The latest fire of each cron job this process claimed or saw
+    /// claimed (see [`Store::claim_cron_fire`]).
+    cron_asked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+}
+
+/// A write transaction, holding this process's writer turn on SQLite until
+/// it commits or is dropped (rolled back). Dereferences to the connection,
+/// like [`sqlx::Transaction`].
+pub(crate) struct WriteTx<'c, DB: sqlx::Database> {
+    // Declared before the turn: dropped (rolled back) first.
+    tx: sqlx::Transaction<'c, DB>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<'_, DB> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> Deref for WriteTx<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> DerefMut for WriteTx<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
 }
 
 impl Store {
@@ -179,7 +237,11 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let file = opts.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(&open_err)?;
+            // No ping before each use: a local file does not drop the
+            // connection, and the ping cost a round trip to the
+            // connection's thread every time one was taken from the pool.
+            let pool =
+                SqlitePoolOptions::new().max_connections(8).test_before_acquire(false).connect_with(opts).await.map_err(&open_err)?;
             migrate_sqlite(&pool, &file).await.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(source) => open_err(source),
                 other => StoreError::Migrate(other),
@@ -199,7 +261,24 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
-        Ok(Store { db, instance })
+        Ok(Store { db, instance, writers: Arc::default(), cron_asked: Arc::default() })
+    }
+
+    /// Begins a write transaction. SQLite has one writer at a time: when two
+    /// of our connections both want to write (a claim and a group commit of
+    /// acknowledgements), the second would wait in SQLite's busy handler,
+    /// which sleeps 1, 2, 5, 10... ms between tries (a thousand such sleeps
+    /// per 20,000 sends in the dispatch profile). Here they queue in the
+    /// process instead and start the moment the writer before them commits.
+    /// Other processes (a one-shot `cadence enroll`) still meet the busy
+    /// handler. PostgreSQL writers run in parallel and take no turn.
+    pub(crate) async fn begin_write<DB: Backend>(&self, pool: &sqlx::Pool<DB>) -> Result<WriteTx<'static, DB>, sqlx::Error> {
+        let turn = match self.db {
+            Db::Sqlite(_) => Some(self.writers.clone().lock_owned().await),
+            Db::Pg(_) => None,
+        };
+        let tx = pool.begin_with(DB::BEGIN).await?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     pub fn is_postgres(&self) -> bool {

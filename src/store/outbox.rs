@@ -9,13 +9,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::leads::{touch, NewTouch};
-use super::{begin_sql, claim_lock, dispatch, single_instance, skip_locked, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
+use serde::Serialize;
+
+use super::leads::{touch, touches, NewTouch};
+use super::{claim_lock, dispatch, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
 use crate::domain::{EnrollmentState, TouchKind};
 
 /// The row an acknowledgement moved.
 #[derive(sqlx::FromRow)]
 struct AckedSend {
+    id: i64,
     enrollment_id: Option<i64>,
     lead_id: Option<i64>,
     rep: String,
@@ -136,39 +139,174 @@ pub enum Ack {
 const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
 
-/// Moves an enrollment on after a (possibly) delivered send.
-macro_rules! advance_enrollment {
-    ($tx:expr, $eid:expr, $now:expr, $a:expr) => {{
-        let a: &Advance = $a;
-        let ended = !a.state.is_live();
-        sqlx::query(
-            "UPDATE enrollments SET state = $1, phase = $2, step = $3, touches = $4, due_at = $5, next_at = $6, thread_refs = $7, \
-             thread_subject = COALESCE($8, thread_subject), attempts = 0, last_sent_at = $9, updated_at = $9, \
-             ended_at = CASE WHEN $10 = 1 THEN $9 ELSE ended_at END, end_reason = CASE WHEN $10 = 1 THEN 'completed' ELSE end_reason END \
-             WHERE id = $11 AND state = 'active'",
-        )
-        .bind(a.state.as_str())
-        .bind(a.phase)
-        .bind(a.step)
-        .bind(a.touches)
-        .bind(a.due_at)
-        .bind(a.next_at)
-        .bind(&a.thread_refs)
-        .bind(&a.thread_subject)
-        .bind($now)
-        .bind(i64::from(ended))
-        .bind($eid)
-        .execute(&mut *$tx)
-        .await?;
-        // Thread and touch count advance even when a reply stopped the
-        // enrollment mid-send: the email went out.
-        sqlx::query("UPDATE enrollments SET thread_refs = $1, touches = $2, last_sent_at = $3 WHERE id = $4 AND state <> 'active'")
-            .bind(&a.thread_refs)
-            .bind(a.touches)
-            .bind($now)
-            .bind($eid)
-            .execute(&mut *$tx)
-            .await?;
+/// Commits the decided sends as `sending` and takes their enrollments off
+/// the due index: two statements for the whole claim. Evaluates to the
+/// [`Claimed`] sends, in the order decided.
+macro_rules! insert_sends {
+    ($tx:expr, $pool:expr, $instance:expr, $now:expr, $decided:expr) => {{
+        let decided: Vec<(EnrollmentRow, LeadRow, NewSend, _)> = $decided;
+        let mut claimed = Vec::with_capacity(decided.len());
+        if !decided.is_empty() {
+            let rows: Vec<SendInsert> = decided.iter().map(|(e, _, send, _)| SendInsert::new(e, send)).collect();
+            let rows = serde_json::to_string(&rows).expect("rows serialise");
+            let sql = format!(
+                "INSERT INTO sends (enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
+                 message_id, subject, state, attempt, claimed_by, claimed_at) \
+                 SELECT eid, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
+                 message_id, subject, 'sending', attempt, $2, $3 FROM {} RETURNING id, enrollment_id",
+                json_rows($pool, "$1", SendInsert::COLS)
+            );
+            let ids: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(&sql)
+                .bind(&rows)
+                .bind($instance)
+                .bind($now)
+                .fetch_all(&mut *$tx)
+                .await?
+                .into_iter()
+                .map(|(id, eid)| (eid, id))
+                .collect();
+            let sql = format!(
+                "UPDATE enrollments SET next_at = NULL, updated_at = $2 WHERE id IN (SELECT eid FROM {})",
+                json_rows($pool, "$1", &[("eid", Col::Int)])
+            );
+            sqlx::query(&sql).bind(&rows).bind($now).execute(&mut *$tx).await?;
+            for (e, lead, send, payload) in decided {
+                let send_id = *ids.get(&e.id).ok_or_else(|| StoreError::Data(format!("the send of enrollment {} was not recorded", e.id)))?;
+                claimed.push(Claimed { send_id, enrollment: e, lead, send, payload });
+            }
+        }
+        claimed
+    }};
+}
+
+/// One `sends` row of a claim, for the JSON parameter of [`insert_sends!`].
+#[derive(Serialize)]
+struct SendInsert<'a> {
+    eid: i64,
+    lead_id: i64,
+    rep: &'a str,
+    kind: &'a str,
+    step: i64,
+    template: &'a str,
+    template_hash: Option<&'a str>,
+    sequence_hash: Option<&'a str>,
+    variant: Option<&'a str>,
+    recipient: &'a str,
+    recipient_domain: &'a str,
+    message_id: &'a str,
+    subject: &'a str,
+    attempt: i64,
+}
+
+impl<'a> SendInsert<'a> {
+    const COLS: &'static [(&'static str, Col)] = &[
+        ("eid", Col::Int),
+        ("lead_id", Col::Int),
+        ("rep", Col::Text),
+        ("kind", Col::Text),
+        ("step", Col::Int),
+        ("template", Col::Text),
+        ("template_hash", Col::Text),
+        ("sequence_hash", Col::Text),
+        ("variant", Col::Text),
+        ("recipient", Col::Text),
+        ("recipient_domain", Col::Text),
+        ("message_id", Col::Text),
+        ("subject", Col::Text),
+        ("attempt", Col::Int),
+    ];
+
+    fn new(e: &'a EnrollmentRow, send: &'a NewSend) -> Self {
+        SendInsert {
+            eid: e.id,
+            lead_id: e.lead_id,
+            rep: &e.rep,
+            kind: send.kind,
+            step: send.step,
+            template: &send.template,
+            template_hash: send.template_hash.as_deref(),
+            sequence_hash: send.sequence_hash.as_deref(),
+            variant: send.variant.as_deref(),
+            recipient: &send.recipient,
+            recipient_domain: &send.recipient_domain,
+            message_id: &send.message_id,
+            subject: &send.subject,
+            attempt: e.attempts + 1,
+        }
+    }
+}
+
+/// Moves enrollments on after (possibly) delivered sends, `(enrollment id,
+/// at, advance)`: two statements for the whole batch.
+macro_rules! advance_enrollments {
+    ($tx:expr, $pool:expr, $advances:expr) => {{
+        let advances: &[(i64, i64, &Advance)] = $advances;
+        if !advances.is_empty() {
+            #[derive(Serialize)]
+            struct Row<'a> {
+                eid: i64,
+                at: i64,
+                to_state: &'static str,
+                to_phase: &'static str,
+                to_step: i64,
+                to_touches: i64,
+                to_due_at: Option<i64>,
+                to_next_at: Option<i64>,
+                refs: &'a str,
+                subj: Option<&'a str>,
+                ended: i64,
+            }
+            let rows: Vec<Row> = advances
+                .iter()
+                .map(|&(eid, at, a)| Row {
+                    eid,
+                    at,
+                    to_state: a.state.as_str(),
+                    to_phase: a.phase,
+                    to_step: a.step,
+                    to_touches: a.touches,
+                    to_due_at: a.due_at,
+                    to_next_at: a.next_at,
+                    refs: &a.thread_refs,
+                    subj: a.thread_subject.as_deref(),
+                    ended: i64::from(!a.state.is_live()),
+                })
+                .collect();
+            let rows = serde_json::to_string(&rows).expect("rows serialise");
+            let v = json_rows(
+                $pool,
+                "$1",
+                &[
+                    ("eid", Col::Int),
+                    ("at", Col::Int),
+                    ("to_state", Col::Text),
+                    ("to_phase", Col::Text),
+                    ("to_step", Col::Int),
+                    ("to_touches", Col::Int),
+                    ("to_due_at", Col::Int),
+                    ("to_next_at", Col::Int),
+                    ("refs", Col::Text),
+                    ("subj", Col::Text),
+                    ("ended", Col::Int),
+                ],
+            );
+            let sql = format!(
+                "UPDATE enrollments SET state = v.to_state, phase = v.to_phase, step = v.to_step, touches = v.to_touches, due_at = v.to_due_at, \
+                 next_at = v.to_next_at, thread_refs = v.refs, thread_subject = COALESCE(v.subj, enrollments.thread_subject), attempts = 0, \
+                 last_sent_at = v.at, updated_at = v.at, \
+                 ended_at = CASE WHEN v.ended = 1 THEN v.at ELSE enrollments.ended_at END, \
+                 end_reason = CASE WHEN v.ended = 1 THEN 'completed' ELSE enrollments.end_reason END \
+                 FROM {v} WHERE enrollments.id = v.eid AND enrollments.state = 'active'"
+            );
+            sqlx::query(&sql).bind(&rows).execute(&mut *$tx).await?;
+            // Thread and touch count advance even when a reply stopped the
+            // enrollment mid-send: the email went out.
+            let sql = format!(
+                "UPDATE enrollments SET thread_refs = v.refs, touches = v.to_touches, last_sent_at = v.at \
+                 FROM {v} WHERE enrollments.id = v.eid AND enrollments.state <> 'active'"
+            );
+            sqlx::query(&sql).bind(&rows).execute(&mut *$tx).await?;
+        }
     }};
 }
 
@@ -184,17 +322,18 @@ impl Store {
         policy: &mut P,
     ) -> Result<Vec<Claimed<P::Payload>>, StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             if let Some(lock) = claim_lock(pool) {
                 sqlx::query(lock).execute(&mut *tx).await?;
             }
-            let mut claimed = Vec::new();
+            // Sends decided on, written together at the end.
+            let mut decided = Vec::new();
             let mut usage: HashMap<String, RepUsage> = HashMap::new();
             let mut domain_counts: HashMap<(String, String), i64> = HashMap::new();
             let mut full: HashSet<String> = HashSet::new();
             let (mut after_at, mut after_id) = (i64::MIN, i64::MIN);
             let mut scanned = 0;
-            'outer: while claimed.len() < limit && scanned < scan {
+            'outer: while decided.len() < limit && scanned < scan {
                 let mut sql = format!(
                     "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE state = 'active' AND next_at IS NOT NULL AND next_at <= $1 \
                      AND (next_at > $2 OR (next_at = $2 AND id > $3))"
@@ -204,7 +343,7 @@ impl Store {
                     // Manual work is never held by a rep's send caps.
                     sql.push_str(&format!(" AND (rep NOT IN ({}) OR phase IN {})", reps.join(", "), super::tasks::TASK_PHASES));
                 }
-                let page = (limit - claimed.len()).clamp(16, 512);
+                let page = (limit - decided.len()).clamp(16, 512);
                 sql.push_str(&format!(" ORDER BY next_at, id LIMIT {page}{}", skip_locked(pool)));
                 let rows: Vec<EnrollmentRow> = sqlx::query_as(&sql).bind(now).bind(after_at).bind(after_id).fetch_all(&mut *tx).await?;
                 if rows.is_empty() {
@@ -253,36 +392,12 @@ impl Store {
                     let decision = policy.decide(&e, lead, &usage[&e.rep], domain_today);
                     match decision {
                         Decision::Send(send, payload) => {
-                            let send_id: i64 = sqlx::query_scalar(
-                                "INSERT INTO sends (enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
-                                 message_id, subject, state, attempt, claimed_by, claimed_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'sending', $14, $15, $16) RETURNING id",
-                            )
-                            .bind(e.id)
-                            .bind(e.lead_id)
-                            .bind(&e.rep)
-                            .bind(send.kind)
-                            .bind(send.step)
-                            .bind(&send.template)
-                            .bind(&send.template_hash)
-                            .bind(&send.sequence_hash)
-                            .bind(&send.variant)
-                            .bind(&send.recipient)
-                            .bind(&send.recipient_domain)
-                            .bind(&send.message_id)
-                            .bind(&send.subject)
-                            .bind(e.attempts + 1)
-                            .bind(&self.instance)
-                            .bind(now)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            sqlx::query("UPDATE enrollments SET next_at = NULL, updated_at = $1 WHERE id = $2").bind(now).bind(e.id).execute(&mut *tx).await?;
                             let u = usage.get_mut(&e.rep).expect("usage loaded");
                             u.today += 1;
                             u.last_claim_at = Some(now);
                             *domain_counts.entry(key).or_default() += 1;
-                            claimed.push(Claimed { send_id, enrollment: e, lead: lead.clone(), send, payload });
-                            if claimed.len() >= limit {
+                            decided.push((e, lead.clone(), send, payload));
+                            if decided.len() >= limit {
                                 break 'outer;
                             }
                         }
@@ -323,6 +438,7 @@ impl Store {
                     }
                 }
             }
+            let claimed = insert_sends!(tx, pool, &self.instance, now, decided);
             tx.commit().await?;
             Ok(claimed)
         })
@@ -339,68 +455,93 @@ impl Store {
     /// Several acknowledgements `(now, send_id, outcome)` in one
     /// transaction, each as [`Store::ack`] would record it: the engine
     /// commits the outcomes of sends that finish together at once. All or
-    /// none are recorded.
+    /// none are recorded. The sends, the enrollments they advance and the
+    /// touchpoints are each written in one statement for the batch; the
+    /// rarer outcomes (retry, failure, bounce) row by row.
     pub async fn ack_many(&self, acks: &[(i64, i64, &Ack)]) -> Result<Vec<bool>, StoreError> {
-        dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
-            let mut out = Vec::with_capacity(acks.len());
-            for &(now, send_id, ack) in acks {
-                let (state, error) = match ack {
+        #[derive(Serialize)]
+        struct Finish<'a> {
+            send_id: i64,
+            to_state: &'static str,
+            err: Option<&'a str>,
+            at: i64,
+        }
+        let finishes: Vec<Finish> = acks
+            .iter()
+            .map(|&(now, send_id, ack)| {
+                let (to_state, err) = match ack {
                     Ack::Sent { .. } => ("sent", None),
                     Ack::Unknown { error, .. } => ("send_unknown", Some(error.as_str())),
                     Ack::Retry { error, .. } => ("retry", Some(error.as_str())),
                     Ack::Failed { error } => ("failed", Some(error.as_str())),
                     Ack::Bounced { error } => ("bounced", Some(error.as_str())),
                 };
-                let row: Option<AckedSend> = sqlx::query_as(
-                    "UPDATE sends SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'sending' AND claimed_by = $5 \
-                     RETURNING enrollment_id, lead_id, rep, step, message_id, subject, recipient",
-                )
-                .bind(state)
-                .bind(error)
-                .bind(now)
-                .bind(send_id)
-                .bind(&self.instance)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient }) = row else {
+                Finish { send_id, to_state, err, at: now }
+            })
+            .collect();
+        let finishes = serde_json::to_string(&finishes).expect("rows serialise");
+        dispatch!(self, pool => {
+            let mut tx = self.begin_write(pool).await?;
+            let sql = format!(
+                "UPDATE sends SET state = v.to_state, error = v.err, finished_at = v.at \
+                 FROM {} WHERE sends.id = v.send_id AND sends.state = 'sending' AND sends.claimed_by = $2 \
+                 RETURNING id, enrollment_id, lead_id, rep, step, message_id, subject, recipient",
+                json_rows(pool, "$1", &[("send_id", Col::Int), ("to_state", Col::Text), ("err", Col::Text), ("at", Col::Int)])
+            );
+            let moved: Vec<AckedSend> = sqlx::query_as(&sql).bind(&finishes).bind(&self.instance).fetch_all(&mut *tx).await?;
+            let moved: HashMap<i64, AckedSend> = moved.into_iter().map(|m| (m.id, m)).collect();
+            let mut out = Vec::with_capacity(acks.len());
+            let mut advances: Vec<(i64, i64, &Advance)> = Vec::new();
+            let mut new_touches: Vec<(NewTouch, i64)> = Vec::new();
+            for &(now, send_id, ack) in acks {
+                let Some(AckedSend { enrollment_id, lead_id, rep, step, message_id, subject, recipient, .. }) = moved.get(&send_id) else {
                     out.push(false);
                     continue;
                 };
+                out.push(true);
                 // A send of no enrollment (a digest) has nothing more to record.
-                let (Some(eid), Some(lead_id)) = (enrollment_id, lead_id) else {
-                    out.push(true);
-                    continue;
+                let (Some(eid), Some(lead_id)) = (*enrollment_id, *lead_id) else { continue };
+                let sent = NewTouch {
+                    lead_id,
+                    enrollment_id: Some(eid),
+                    at: now,
+                    rep: Some(rep),
+                    subject: subject.as_deref(),
+                    message_id: Some(message_id),
+                    step: step.map(|s| s + 1),
+                    ..Default::default()
                 };
-                let step1 = step.map(|s| s + 1);
-                match ack {
+                let touch = match ack {
                     Ack::Sent { touch: kind, advance } => {
-                        advance_enrollment!(tx, eid, now, advance);
-                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(*kind), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: None, step: step1 }, now);
+                        advances.push((eid, now, advance));
+                        NewTouch { kind: Some(*kind), ..sent }
                     }
                     Ack::Unknown { error, advance } => {
-                        advance_enrollment!(tx, eid, now, advance);
-                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendUnknown), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                        advances.push((eid, now, advance));
+                        NewTouch { kind: Some(TouchKind::SendUnknown), detail: Some(error), ..sent }
                     }
                     Ack::Retry { next_at, attempts, .. } => {
                         sqlx::query("UPDATE enrollments SET next_at = $1, attempts = $2, updated_at = $3 WHERE id = $4 AND state = 'active'")
                             .bind(next_at).bind(attempts).bind(now).bind(eid).execute(&mut *tx).await?;
+                        continue;
                     }
                     Ack::Failed { error } => {
                         sqlx::query("UPDATE enrollments SET state = 'paused', next_at = NULL, updated_at = $1 WHERE id = $2 AND state = 'active'")
                             .bind(now).bind(eid).execute(&mut *tx).await?;
-                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::SendFailed), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                        NewTouch { kind: Some(TouchKind::SendFailed), detail: Some(error), ..sent }
                     }
                     Ack::Bounced { error } => {
                         sqlx::query("UPDATE enrollments SET state = 'bounced', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'bounce' WHERE id = $2 AND state IN ('active', 'paused')")
                             .bind(now).bind(eid).execute(&mut *tx).await?;
                         sqlx::query("INSERT INTO suppressions (pattern, reason, created_at) VALUES ($1, 'bounce', $2) ON CONFLICT (pattern) DO NOTHING")
-                            .bind(&recipient).bind(now).execute(&mut *tx).await?;
-                        touch!(tx, NewTouch { lead_id, enrollment_id: Some(eid), kind: Some(TouchKind::Bounce), at: now, rep: Some(&rep), subject: subject.as_deref(), message_id: Some(&message_id), detail: Some(error), step: step1 }, now);
+                            .bind(recipient).bind(now).execute(&mut *tx).await?;
+                        NewTouch { kind: Some(TouchKind::Bounce), detail: Some(error), ..sent }
                     }
-                }
-                out.push(true);
+                };
+                new_touches.push((touch, now));
             }
+            advance_enrollments!(tx, pool, &advances);
+            touches!(tx, pool, &new_touches);
             tx.commit().await?;
             Ok(out)
         })
@@ -478,7 +619,7 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             let r: Option<(i64, String)> = sqlx::query_as(
                 "UPDATE enrollments SET state = 'active', paused_until = NULL, attempts = 0, due_at = COALESCE($1, due_at), next_at = $2, updated_at = $3 \
                  WHERE id = $4 AND state = 'paused' RETURNING lead_id, rep",

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use super::leads::{touch, NewTouch};
-use super::{begin_sql, dispatch, Advance, Store, StoreError};
+use super::{dispatch, Advance, Store, StoreError};
 use crate::domain::TouchKind;
 
 /// Phases whose work is a rep's, not an email: no send cap holds them.
@@ -294,7 +294,7 @@ impl Store {
     pub async fn finish_task(&self, now: i64, task_id: i64, c: &TaskClose<'_>) -> Result<bool, StoreError> {
         let TaskClose { end, note, touch: touch_kind, detail, advance } = *c;
         dispatch!(self, pool => {
-            let mut tx = pool.begin_with(begin_sql(pool)).await?;
+            let mut tx = self.begin_write(pool).await?;
             // The enrollment first (it is what the claim locks first).
             let owner: Option<(i64, i64, String, i64)> = sqlx::query_as(
                 "UPDATE enrollments SET updated_at = $1 WHERE id = (SELECT enrollment_id FROM tasks WHERE id = $2) RETURNING id, lead_id, rep, step",
