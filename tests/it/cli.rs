@@ -189,10 +189,11 @@ fn an_imported_batch_ends_as_enrolling_its_rows_one_by_one() {
     let prepared = || {
         let p = Project::file();
         p.enroll("returning@two.example", "Asia/Jakarta", MON_10_UTC);
-        p.ok(&["unenroll", "returning@two.example"]);
+        // Fixed times: the two projects are compared field by field.
+        p.ok(&["unenroll", "returning@two.example", "--now", MON_10_UTC]);
         p.enroll("live@two.example", "UTC", MON_10_UTC);
-        p.ok(&["suppress", "no@two.example"]);
-        p.ok(&["suppress", "@blocked.example"]);
+        p.ok(&["suppress", "no@two.example", "--now", MON_10_UTC]);
+        p.ok(&["suppress", "@blocked.example", "--now", MON_10_UTC]);
         p
     };
     let later = "2026-12-01T09:00:00Z";
