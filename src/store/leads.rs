@@ -396,23 +396,22 @@ impl Store {
                     json_rows(pool, "$1", &lead_cols)
                 );
                 sqlx::query(&sql).bind(json_array(&leads)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
+                let enrollments = json_array(&enrollments);
+                let rows = json_rows(pool, "$1", &[("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)]);
                 let sql = format!(
                     "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
-                     SELECT id, lead_id, $2, $3, 'active', 'step', 0, 0, due_at, next_at, $4, $4 FROM {}",
-                    json_rows(pool, "$1", &[("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)])
+                     SELECT id, lead_id, $2, $3, 'active', 'step', 0, 0, due_at, next_at, $4, $4 FROM {rows}"
                 );
-                sqlx::query(&sql).bind(json_array(&enrollments)).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
-                // Two touchpoints per lead: enrolled, then the stage it starts in.
-                let enrolled = format!("sequence {}", plan.sequence);
-                let staged = format!("-> {stage}");
-                let touch = |e: &NewEnrollment, kind, detail| {
-                    (NewTouch { lead_id: e.lead_id, enrollment_id: Some(e.id), kind: Some(kind), at: now, rep: Some(owner), detail: Some(detail), ..Default::default() }, now)
-                };
-                let history: Vec<_> = [(TouchKind::Enrolled, enrolled.as_str()), (TouchKind::StageChange, staged.as_str())]
-                    .into_iter()
-                    .flat_map(|(kind, detail)| enrollments.iter().map(move |e| touch(e, kind, detail)))
-                    .collect();
-                touches!(tx, pool, &history);
+                sqlx::query(&sql).bind(&enrollments).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
+                // Two touchpoints per lead, enrolled then the stage it starts
+                // in, read from the same rows (not `touches!`: the leads were
+                // written with their last touch already).
+                let sql = format!(
+                    "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) SELECT lead_id, id, $2, $3, $4, $5, $3 FROM {rows}"
+                );
+                for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
+                    sqlx::query(&sql).bind(&enrollments).bind(kind.as_str()).bind(now).bind(owner).bind(detail).execute(&mut *tx).await?;
+                }
             }
             for &i in &slow {
                 let input = &inputs[i];
