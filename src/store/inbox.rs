@@ -2,8 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::leads::{placeholders, LOOKUP_CHUNK};
-use super::{dispatch, Store, StoreError};
+use serde_json::json;
+
+use super::{dispatch, json_array, json_keys, json_rows, Col, Store, StoreError};
 
 impl Store {
     /// The newest enrollment's id: a cheap stamp that moves when anyone
@@ -102,21 +103,13 @@ impl Store {
     /// Our sends among these Message-IDs (for matching replies and
     /// bounces), in no particular order.
     pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
-        let mut out: Vec<SentRef> = Vec::new();
-        for chunk in ids.chunks(LOOKUP_CHUNK) {
+        Ok(dispatch!(self, pool => {
             let sql = format!(
-                "SELECT id, lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN ({})",
-                placeholders(1, chunk.len())
+                "SELECT id, lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN (SELECT key FROM {})",
+                json_rows(pool, "$1", &[("key", Col::Text)])
             );
-            dispatch!(self, pool => {
-                let mut q = sqlx::query_as(&sql);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                out.extend(q.fetch_all(pool).await?);
-            });
-        }
-        Ok(out)
+            sqlx::query_as(&sql).bind(json_keys(ids)).fetch_all(pool).await?
+        }))
     }
 
     /// Records inbound messages and their effects in one transaction, with
@@ -134,7 +127,7 @@ impl Store {
         actions: &[InboundAction<'_>],
         stage_rank: &(dyn Fn(&str) -> usize + Sync),
     ) -> Result<Vec<InboundOutcome>, StoreError> {
-        use super::leads::{touches, NewTouch, BULK_ROWS};
+        use super::leads::{touches, NewTouch};
         use crate::domain::{EnrollmentState, TouchKind};
         let mut outcomes = vec![InboundOutcome::default(); actions.len()];
         let mut lead_ids: Vec<i64> = actions.iter().filter_map(|a| a.lead_id).collect();
@@ -145,172 +138,157 @@ impl Store {
             // What the writes depend on, read for the whole batch; a later
             // round reads its leads again, after the rounds before it.
             let mut leads: HashMap<i64, LeadState> = HashMap::with_capacity(lead_ids.len());
-            read_lead_states!(tx, lead_ids, leads);
+            read_lead_states!(tx, pool, lead_ids, leads);
             let rounds = rounds(actions, |id| leads.get(&id).map(|l| l.domain.clone()));
             for (n, round) in rounds.iter().enumerate() {
-                for round in round.chunks(BULK_ROWS) {
-                    if n > 0 {
-                        let ids: Vec<i64> = round.iter().filter_map(|&i| actions[i].lead_id).collect();
-                        read_lead_states!(tx, ids, leads);
-                    }
-                    // Seen: the keys are distinct within a round.
-                    let values: Vec<String> = (0..round.len()).map(|r| format!("({}, $1)", placeholders(2 + r * 4, 4))).collect();
-                    let sql = format!(
-                        "INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) VALUES {} \
-                         ON CONFLICT (rep, message_key) DO NOTHING RETURNING message_key",
-                        values.join(", ")
-                    );
-                    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now);
-                    for &i in round {
+                if n > 0 {
+                    let ids: Vec<i64> = round.iter().filter_map(|&i| actions[i].lead_id).collect();
+                    read_lead_states!(tx, pool, ids, leads);
+                }
+                // Seen: the keys are distinct within a round. (`WHERE true`:
+                // SQLite would read the upsert's ON as a join constraint.)
+                let sql = format!(
+                    "INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) SELECT rep, message_key, kind, lead_id, $2 FROM {} \
+                     WHERE true ON CONFLICT (rep, message_key) DO NOTHING RETURNING message_key",
+                    json_rows(pool, "$1", &[("rep", Col::Text), ("message_key", Col::Text), ("kind", Col::Text), ("lead_id", Col::Int)])
+                );
+                let seen: Vec<_> = round
+                    .iter()
+                    .map(|&i| {
                         let a = &actions[i];
-                        q = q.bind(a.rep).bind(a.message_key).bind(a.kind.as_str()).bind(a.lead_id);
-                    }
-                    let inserted: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
-                    let new: Vec<usize> = round.iter().copied().filter(|&i| inserted.contains(actions[i].message_key)).collect();
-                    for &i in &new {
-                        outcomes[i].new = true;
-                    }
-                    // (action, its lead) for the new ones that concern a lead.
-                    let acting: Vec<(usize, i64)> = new.iter().filter_map(|&i| Some((i, actions[i].lead_id?))).collect();
-                    if !acting.is_empty() {
-                        let live: HashMap<i64, (i64, &str)> = acting
-                            .iter()
-                            .filter_map(|(_, lead_id)| {
-                                let l = leads.get(lead_id)?;
-                                Some((*lead_id, (l.live_id?, l.live_state.as_deref()?)))
-                            })
-                            .collect();
-                        let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
-                        let touched: Vec<(NewTouch, i64)> = acting
-                            .iter()
-                            .map(|&(i, lead_id)| {
-                                let a = &actions[i];
-                                (NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now)
-                            })
-                            .collect();
-                        touches!(tx, pool, &touched);
-
-                        // The live enrollment's new state; an auto-reply pauses
-                        // only an active enrollment (a manual pause stays manual).
-                        // Grouped by what is written.
-                        let mut moves = Vec::new();
-                        for &(i, lead_id) in &acting {
+                        json!({ "rep": a.rep, "message_key": a.message_key, "kind": a.kind.as_str(), "lead_id": a.lead_id })
+                    })
+                    .collect();
+                let inserted: HashSet<String> = sqlx::query_scalar(&sql).bind(json_array(&seen)).bind(now).fetch_all(&mut *tx).await?.into_iter().collect();
+                let new: Vec<usize> = round.iter().copied().filter(|&i| inserted.contains(actions[i].message_key)).collect();
+                for &i in &new {
+                    outcomes[i].new = true;
+                }
+                // (action, its lead) for the new ones that concern a lead.
+                let acting: Vec<(usize, i64)> = new.iter().filter_map(|&i| Some((i, actions[i].lead_id?))).collect();
+                if !acting.is_empty() {
+                    let live: HashMap<i64, (i64, &str)> = acting
+                        .iter()
+                        .filter_map(|(_, lead_id)| {
+                            let l = leads.get(lead_id)?;
+                            Some((*lead_id, (l.live_id?, l.live_state.as_deref()?)))
+                        })
+                        .collect();
+                    let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
+                    let touched: Vec<(NewTouch, i64)> = acting
+                        .iter()
+                        .map(|&(i, lead_id)| {
                             let a = &actions[i];
-                            if let (Some((eid, state)), Some(to)) = (live.get(&lead_id), a.enrollment_state) {
-                                if !(to == EnrollmentState::Paused && *state == "paused") {
-                                    moves.push(((to, a.paused_until, a.kind), *eid));
-                                    outcomes[i].enrollment_changed = true;
-                                }
-                            }
-                        }
-                        for ((to, paused_until, kind), ids) in grouped(moves) {
-                            let ended = !to.is_live();
-                            let sql = format!(
-                                "UPDATE enrollments SET state = $1, next_at = NULL, paused_until = $2, updated_at = $3, \
-                                 ended_at = CASE WHEN $4 = 1 THEN $3 ELSE ended_at END, end_reason = CASE WHEN $4 = 1 THEN $5 ELSE end_reason END \
-                                 WHERE id IN ({})",
-                                placeholders(6, ids.len())
-                            );
-                            let mut q = sqlx::query(&sql).bind(to.as_str()).bind(paused_until).bind(now).bind(i64::from(ended)).bind(kind.as_str());
-                            for id in ids {
-                                q = q.bind(id);
-                            }
-                            q.execute(&mut *tx).await?;
-                        }
+                            (NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now)
+                        })
+                        .collect();
+                    touches!(tx, pool, &touched);
 
-                        // Stages: only forward.
-                        let staged: Vec<(usize, i64)> = acting.iter().copied().filter(|&(i, _)| actions[i].stage.is_some()).collect();
-                        if !staged.is_empty() {
-                            let mut advanced = Vec::new();
-                            let mut details: Vec<(usize, i64, String)> = Vec::new();
-                            for &(i, lead_id) in &staged {
-                                let stage = actions[i].stage.expect("staged");
-                                if let Some(old) = leads.get(&lead_id).map(|l| &l.stage).filter(|old| stage_rank(stage) > stage_rank(old)) {
-                                    advanced.push((stage, lead_id));
-                                    details.push((i, lead_id, format!("{old} -> {stage} ({})", actions[i].kind)));
-                                }
+                    // The live enrollment's new state; an auto-reply pauses
+                    // only an active enrollment (a manual pause stays manual).
+                    // A round has one action per lead, so one row per enrollment.
+                    let mut moves = Vec::new();
+                    for &(i, lead_id) in &acting {
+                        let a = &actions[i];
+                        if let (Some((eid, state)), Some(to)) = (live.get(&lead_id), a.enrollment_state) {
+                            if !(to == EnrollmentState::Paused && *state == "paused") {
+                                moves.push(json!({ "id": eid, "state": to.as_str(), "paused_until": a.paused_until, "ended": i64::from(!to.is_live()), "reason": a.kind.as_str() }));
+                                outcomes[i].enrollment_changed = true;
                             }
-                            for (stage, ids) in grouped(advanced) {
-                                let sql = format!("UPDATE leads SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id IN ({})", placeholders(3, ids.len()));
-                                let mut q = sqlx::query(&sql).bind(stage).bind(now);
-                                for id in ids {
-                                    q = q.bind(id);
-                                }
-                                q.execute(&mut *tx).await?;
-                            }
-                            let changes: Vec<(NewTouch, i64)> = details
-                                .iter()
-                                .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now))
-                                .collect();
-                            touches!(tx, pool, &changes);
-                        }
-
-                        // Same company: the colleagues' live enrollments stop.
-                        // A round has one action per domain.
-                        let stopping: Vec<(usize, i64, &str)> = acting.iter().filter_map(|&(i, lead_id)| Some((i, lead_id, actions[i].stop_domain?))).collect();
-                        if !stopping.is_empty() {
-                            let sql = format!(
-                                "SELECT e.id, e.lead_id, l.domain FROM enrollments e JOIN leads l ON l.id = e.lead_id \
-                                 WHERE l.domain IN ({}) AND e.lead_id NOT IN ({}) AND e.state IN ('active', 'paused')",
-                                placeholders(1, stopping.len()),
-                                placeholders(1 + stopping.len(), stopping.len())
-                            );
-                            let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
-                            for (_, _, domain) in &stopping {
-                                q = q.bind(*domain);
-                            }
-                            for (_, lead_id, _) in &stopping {
-                                q = q.bind(lead_id);
-                            }
-                            let others = q.fetch_all(&mut *tx).await?;
-                            for chunk in others.chunks(LOOKUP_CHUNK) {
-                                let sql = format!(
-                                    "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $1, ended_at = $1, end_reason = 'colleague replied' WHERE id IN ({})",
-                                    placeholders(2, chunk.len())
-                                );
-                                let mut q = sqlx::query(&sql).bind(now);
-                                for (oid, _, _) in chunk {
-                                    q = q.bind(oid);
-                                }
-                                q.execute(&mut *tx).await?;
-                            }
-                            let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
-                            let mut stopped: Vec<(NewTouch, i64)> = Vec::with_capacity(others.len());
-                            for (oid, olead, domain) in &others {
-                                let Some(&(i, rep)) = by_domain.get(domain.as_str()) else { continue };
-                                outcomes[i].colleagues_stopped += 1;
-                                let detail = "stopped: a colleague at the same company replied";
-                                stopped.push((NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() }, now));
-                            }
-                            touches!(tx, pool, &stopped);
                         }
                     }
+                    if !moves.is_empty() {
+                        let sql = format!(
+                            "UPDATE enrollments SET state = v.state, next_at = NULL, paused_until = v.paused_until, updated_at = $2, \
+                             ended_at = CASE WHEN v.ended = 1 THEN $2 ELSE ended_at END, end_reason = CASE WHEN v.ended = 1 THEN v.reason ELSE end_reason END \
+                             FROM {} WHERE enrollments.id = v.id",
+                            json_rows(pool, "$1", &[("id", Col::Int), ("state", Col::Text), ("paused_until", Col::Int), ("ended", Col::Int), ("reason", Col::Text)])
+                        );
+                        sqlx::query(&sql).bind(json_array(&moves)).bind(now).execute(&mut *tx).await?;
+                    }
 
-                    // Suppressions; any other live enrollment of the address
-                    // stops too.
-                    let suppressing: Vec<(&str, TouchKind)> = new.iter().filter_map(|&i| Some((actions[i].suppress?, actions[i].kind))).collect();
-                    if !suppressing.is_empty() {
-                        let values: Vec<String> = (0..suppressing.len()).map(|r| format!("({}, $1)", placeholders(2 + r * 2, 2))).collect();
-                        let sql = format!("INSERT INTO suppressions (pattern, reason, created_at) VALUES {} ON CONFLICT (pattern) DO NOTHING", values.join(", "));
-                        let mut q = sqlx::query(&sql).bind(now);
-                        for (addr, kind) in &suppressing {
-                            q = q.bind(*addr).bind(kind.as_str());
-                        }
-                        q.execute(&mut *tx).await?;
-                        for (kind, addrs) in grouped(suppressing.iter().map(|&(addr, kind)| (kind, addr))) {
-                            let state = if kind == TouchKind::Bounce { EnrollmentState::Bounced } else { EnrollmentState::Unsubscribed };
-                            let sql = format!(
-                                "UPDATE enrollments SET state = $1, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = $3 \
-                                 WHERE state IN ('active', 'paused') AND lead_id IN (SELECT id FROM leads WHERE email IN ({}))",
-                                placeholders(4, addrs.len())
-                            );
-                            let mut q = sqlx::query(&sql).bind(state.as_str()).bind(now).bind(kind.as_str());
-                            for addr in addrs {
-                                q = q.bind(addr);
-                            }
-                            q.execute(&mut *tx).await?;
+                    // Stages: only forward.
+                    let mut advanced = Vec::new();
+                    let mut details: Vec<(usize, i64, String)> = Vec::new();
+                    for &(i, lead_id) in &acting {
+                        let Some(stage) = actions[i].stage else { continue };
+                        if let Some(old) = leads.get(&lead_id).map(|l| &l.stage).filter(|old| stage_rank(stage) > stage_rank(old)) {
+                            advanced.push(json!({ "id": lead_id, "stage": stage }));
+                            details.push((i, lead_id, format!("{old} -> {stage} ({})", actions[i].kind)));
                         }
                     }
+                    if !advanced.is_empty() {
+                        let sql = format!(
+                            "UPDATE leads SET stage = v.stage, stage_changed_at = $2, updated_at = $2 FROM {} WHERE leads.id = v.id",
+                            json_rows(pool, "$1", &[("id", Col::Int), ("stage", Col::Text)])
+                        );
+                        sqlx::query(&sql).bind(json_array(&advanced)).bind(now).execute(&mut *tx).await?;
+                        let changes: Vec<(NewTouch, i64)> = details
+                            .iter()
+                            .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now))
+                            .collect();
+                        touches!(tx, pool, &changes);
+                    }
+
+                    // Same company: the colleagues' live enrollments stop.
+                    // A round has one action per domain.
+                    let stopping: Vec<(usize, i64, &str)> = acting.iter().filter_map(|&(i, lead_id)| Some((i, lead_id, actions[i].stop_domain?))).collect();
+                    if !stopping.is_empty() {
+                        let sql = format!(
+                            "WITH s AS (SELECT domain, lead_id FROM {}) \
+                             SELECT e.id, e.lead_id, l.domain FROM enrollments e JOIN leads l ON l.id = e.lead_id \
+                             WHERE l.domain IN (SELECT domain FROM s) AND e.lead_id NOT IN (SELECT lead_id FROM s) AND e.state IN ('active', 'paused')",
+                            json_rows(pool, "$1", &[("domain", Col::Text), ("lead_id", Col::Int)])
+                        );
+                        let replied: Vec<_> = stopping.iter().map(|&(_, lead_id, domain)| json!({ "domain": domain, "lead_id": lead_id })).collect();
+                        let others: Vec<(i64, i64, String)> = sqlx::query_as(&sql).bind(json_array(&replied)).fetch_all(&mut *tx).await?;
+                        if !others.is_empty() {
+                            let sql = format!(
+                                "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $2, ended_at = $2, end_reason = 'colleague replied' \
+                                 WHERE id IN (SELECT key FROM {})",
+                                json_rows(pool, "$1", &[("key", Col::Int)])
+                            );
+                            sqlx::query(&sql).bind(json_keys(others.iter().map(|(oid, _, _)| oid))).bind(now).execute(&mut *tx).await?;
+                        }
+                        let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
+                        let mut stopped: Vec<(NewTouch, i64)> = Vec::with_capacity(others.len());
+                        for (oid, olead, domain) in &others {
+                            let Some(&(i, rep)) = by_domain.get(domain.as_str()) else { continue };
+                            outcomes[i].colleagues_stopped += 1;
+                            let detail = "stopped: a colleague at the same company replied";
+                            stopped.push((NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() }, now));
+                        }
+                        touches!(tx, pool, &stopped);
+                    }
+                }
+
+                // Suppressions; any other live enrollment of the address
+                // stops too. An address suppressed twice in a round keeps
+                // the first reason, as one by one.
+                let mut addresses: HashSet<&str> = HashSet::new();
+                let suppressing: Vec<_> = new
+                    .iter()
+                    .filter_map(|&i| Some((actions[i].suppress?, actions[i].kind)))
+                    .filter(|&(addr, _)| addresses.insert(addr))
+                    .map(|(addr, kind)| {
+                        let state = if kind == TouchKind::Bounce { EnrollmentState::Bounced } else { EnrollmentState::Unsubscribed };
+                        json!({ "pattern": addr, "state": state.as_str(), "reason": kind.as_str() })
+                    })
+                    .collect();
+                if !suppressing.is_empty() {
+                    let cols = [("pattern", Col::Text), ("state", Col::Text), ("reason", Col::Text)];
+                    let suppressing = json_array(&suppressing);
+                    let sql = format!(
+                        "INSERT INTO suppressions (pattern, reason, created_at) SELECT pattern, reason, $2 FROM {} WHERE true ON CONFLICT (pattern) DO NOTHING",
+                        json_rows(pool, "$1", &cols)
+                    );
+                    sqlx::query(&sql).bind(&suppressing).bind(now).execute(&mut *tx).await?;
+                    let sql = format!(
+                        "UPDATE enrollments SET state = v.state, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = v.reason \
+                         FROM {} JOIN leads l ON l.email = v.pattern WHERE enrollments.lead_id = l.id AND enrollments.state IN ('active', 'paused')",
+                        json_rows(pool, "$1", &cols)
+                    );
+                    sqlx::query(&sql).bind(&suppressing).bind(now).execute(&mut *tx).await?;
                 }
             }
             // A reply (or a stop) leaves the rep nothing to do there.
@@ -336,19 +314,14 @@ struct LeadState {
 
 /// Reads the [`LeadState`] of the leads `$ids` into the map `$into`.
 macro_rules! read_lead_states {
-    ($tx:expr, $ids:expr, $into:expr) => {
-        for chunk in $ids.chunks(LOOKUP_CHUNK) {
-            let sql = format!(
-                "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
-                 LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, LeadState>(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            $into.extend(q.fetch_all(&mut *$tx).await?.into_iter().map(|l| (l.id, l)));
-        }
+    ($tx:expr, $pool:expr, $ids:expr, $into:expr) => {
+        let sql = format!(
+            "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
+             LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN (SELECT key FROM {})",
+            json_rows($pool, "$1", &[("key", Col::Int)])
+        );
+        let states = sqlx::query_as::<_, LeadState>(&sql).bind(json_keys(&$ids)).fetch_all(&mut *$tx).await?;
+        $into.extend(states.into_iter().map(|l| (l.id, l)));
     };
 }
 use read_lead_states;
@@ -389,19 +362,6 @@ fn rounds(actions: &[InboundAction<'_>], domain_of: impl Fn(i64) -> Option<Strin
         rounds[round].push(i);
     }
     rounds
-}
-
-/// `(key, value)` pairs grouped by key, keys in the order first seen (one
-/// statement per group, in a stable order).
-fn grouped<K: PartialEq, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Vec<(K, Vec<V>)> {
-    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
-    for (k, v) in pairs {
-        match groups.iter_mut().find(|(g, _)| *g == k) {
-            Some((_, vs)) => vs.push(v),
-            None => groups.push((k, vec![v])),
-        }
-    }
-    groups
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{dispatch, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{dispatch, json_array, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -221,7 +221,7 @@ pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
         .collect();
     let latest: Vec<serde_json::Value> =
         latest.into_iter().map(|(id, at)| serde_json::json!({ "touched_id": id, "touched_at": at })).collect();
-    (serde_json::to_string(&inserts).expect("rows serialise"), serde_json::to_string(&latest).expect("rows serialise"))
+    (json_array(&inserts), json_array(&latest))
 }
 
 pub(crate) fn update_last_touch() -> &'static str {
@@ -231,24 +231,6 @@ pub(crate) fn update_last_touch() -> &'static str {
 /// System bookkeeping does not make a lead look recently worked.
 pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
     !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
-}
-
-/// The rows of a bulk statement's JSON parameter, as text.
-fn json_array<T: Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).expect("rows serialise")
-}
-
-/// Rows per multi-row INSERT (an inbox round).
-/// Small on purpose: binding costs sqlx-sqlite time quadratic in a
-/// statement's parameter count (it looks up each `$n` by name), which
-/// dominated the profile at 500 rows (5,000 parameters).
-pub(crate) const BULK_ROWS: usize = 64;
-/// Values per `IN (...)` lookup (same reason).
-pub(crate) const LOOKUP_CHUNK: usize = 128;
-
-/// `$from, $from+1, ...`: `n` numbered placeholders.
-pub(crate) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
@@ -291,23 +273,19 @@ impl Store {
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
-            #[derive(Serialize)]
-            struct Key<'a> {
-                key: &'a str,
-            }
             let keys = &[("key", Col::Text)];
-            let addresses: Vec<Key> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).map(|key| Key { key }).collect();
+            let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
             let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_rows(pool, "$1", keys)))
-                .bind(json_array(&addresses))
+                .bind(json_keys(&addresses))
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
-            let patterns: Vec<Key> = addresses.iter().map(|a| a.key).chain(domains.iter().map(String::as_str)).map(|key| Key { key }).collect();
+            let patterns = addresses.iter().copied().chain(domains.iter().map(String::as_str));
             let suppressed: HashMap<String, String> =
                 sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", json_rows(pool, "$1", keys)))
-                    .bind(json_array(&patterns))
+                    .bind(json_keys(patterns))
                     .fetch_all(&mut *tx)
                     .await?
                     .into_iter()
@@ -554,35 +532,18 @@ impl Store {
     /// inbox's batches match against, in one statement (every row crosses
     /// to sqlx's SQLite worker thread and back).
     pub async fn leads_for_matching(&self, ids: &[i64], emails: &[&EmailAddress]) -> Result<Vec<MatchedLead>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len() + emails.len());
-        let chunks = ids.len().div_ceil(LOOKUP_CHUNK).max(emails.len().div_ceil(LOOKUP_CHUNK));
-        for k in 0..chunks {
-            let ids = ids.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
-            let emails = emails.chunks(LOOKUP_CHUNK).nth(k).unwrap_or_default();
-            let mut wanted = Vec::with_capacity(2);
-            if !ids.is_empty() {
-                wanted.push(format!("id IN ({})", placeholders(1, ids.len())));
-            }
-            if !emails.is_empty() {
-                wanted.push(format!("email IN ({})", placeholders(1 + ids.len(), emails.len())));
-            }
-            let sql = format!(
-                "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence \
-                 FROM leads WHERE {}",
-                wanted.join(" OR ")
-            );
-            dispatch!(self, pool => {
-                let mut q = sqlx::query_as(&sql);
-                for id in ids {
-                    q = q.bind(id);
-                }
-                for email in emails {
-                    q = q.bind(email.as_str());
-                }
-                out.extend(q.fetch_all(pool).await?);
-            });
+        if ids.is_empty() && emails.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        Ok(dispatch!(self, pool => {
+            let sql = format!(
+                "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence FROM leads \
+                 WHERE id IN (SELECT key FROM {} UNION SELECT l.id FROM {} JOIN leads l ON l.email = v.key)",
+                json_rows(pool, "$1", &[("key", Col::Int)]),
+                json_rows(pool, "$2", &[("key", Col::Text)])
+            );
+            sqlx::query_as(&sql).bind(json_keys(ids)).bind(json_keys(emails.iter().map(|e| e.as_str()))).fetch_all(pool).await?
+        }))
     }
 
     pub async fn lead_detail(&self, email: &str) -> Result<Option<LeadDetail>, StoreError> {

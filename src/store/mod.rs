@@ -143,6 +143,19 @@ pub(crate) fn single_instance<DB: Backend>(_: &sqlx::Pool<DB>) -> bool {
 pub(crate) fn json_rows<DB: Backend>(_: &sqlx::Pool<DB>, param: &str, cols: &[(&str, Col)]) -> String {
     DB::json_rows(param, cols)
 }
+/// The parameter of [`json_rows`]: `rows` as a JSON array of objects.
+pub(crate) fn json_array<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows serialise")
+}
+/// The parameter of a one-column [`json_rows`] `[("key", _)]`: a set of
+/// values, as in `x IN (SELECT key FROM ...)`.
+pub(crate) fn json_keys<T: serde::Serialize>(keys: impl IntoIterator<Item = T>) -> String {
+    #[derive(serde::Serialize)]
+    struct Key<T> {
+        key: T,
+    }
+    json_array(&keys.into_iter().map(|key| Key { key }).collect::<Vec<_>>())
+}
 pub(crate) fn skip_locked<DB: Backend>(_: &sqlx::Pool<DB>) -> &'static str {
     DB::SKIP_LOCKED
 }
