@@ -54,10 +54,11 @@ pub(crate) trait Backend: sqlx::Database {
     /// Row locking for claims: several PostgreSQL daemons skip each other's
     /// rows; SQLite has one writer and needs nothing.
     const SKIP_LOCKED: &'static str;
-    /// Taken first in a claim transaction. On PostgreSQL a
-    /// transaction-scoped advisory lock makes claims of several daemons take
-    /// turns, so each one counts the others' committed claims and the
-    /// per-rep caps hold globally (the sending itself stays parallel). SQLite
+    /// Taken in a claim transaction before it counts what the reps have
+    /// sent. On PostgreSQL a transaction-scoped advisory lock makes the
+    /// counting and committing of several daemons' claims take turns, so
+    /// each one counts the others' committed claims and the per-rep caps
+    /// hold globally (finding due rows and sending stay parallel). SQLite
     /// already serializes writers with `BEGIN IMMEDIATE`.
     const CLAIM_LOCK: Option<&'static str>;
     /// One daemon per database: a send left `sending` by anyone else is an

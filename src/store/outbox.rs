@@ -323,9 +323,12 @@ impl Store {
     ) -> Result<Vec<Claimed<P::Payload>>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = self.begin_write(pool).await?;
-            if let Some(lock) = claim_lock(pool) {
-                sqlx::query(lock).execute(&mut *tx).await?;
-            }
+            // The claim lock is taken only once the first due page and its
+            // leads are read: finding due rows needs no turn (other daemons
+            // skip the rows this one has locked), counting the caps does.
+            // Most of a claim is statements, so the shorter the turn the
+            // more daemons' claims overlap.
+            let mut lock = claim_lock(pool);
             // Sends decided on, written together at the end.
             let mut decided = Vec::new();
             let mut usage: HashMap<String, RepUsage> = HashMap::new();
@@ -361,6 +364,11 @@ impl Store {
                         continue;
                     }
                     let Some(lead) = leads.get(&e.lead_id) else { continue };
+                    // Every usage count below is read after the lock, so it
+                    // includes every claim committed by another daemon.
+                    if let Some(lock) = lock.take() {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
                     if !usage.contains_key(&e.rep) {
                         let since = policy.day_start(&e.rep);
                         let (today, last): (i64, Option<i64>) = sqlx::query_as(
