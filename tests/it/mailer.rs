@@ -208,8 +208,8 @@ async fn a_server_that_never_answers_times_out() {
 async fn refused_connection_is_transient() {
     init();
     let mut smtp = SmtpServer::start(SmtpOptions::default()).smtp_config();
-    // The server above is gone once dropped: its port now refuses.
-    smtp.port = crate::support::free_port();
+    let (_held, port) = crate::support::refused_port();
+    smtp.port = port;
     let err = mailer(smtp).send(&outgoing("dana@lead.example.org")).await.expect_err("nothing listens");
     assert!(err.is_transient(), "{err:?}");
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::fixtures::{Opts, Project, SECRET};
 use crate::support::dovecot::Dovecot;
-use crate::support::{free_port, wait_until_async};
+use crate::support::{refused_port, wait_until_async};
 
 const USER: &str = "nik";
 const PASSWORD: &str = "pw";
@@ -273,8 +273,10 @@ async fn login_problems_are_clear_and_never_show_the_password() {
     let none = Imap { password_env: None, ..imap.clone() };
     assert!(matches!(connect(&none, Path::new("/")).await, Err(WatchError::NoPasswordEnv { .. })));
 
-    let closed = Imap { port: free_port(), ..imap };
-    assert!(matches!(connect(&closed, Path::new("/")).await, Err(WatchError::Connect { .. })));
+    let (_held, port) = refused_port();
+    let closed = Imap { port, ..imap };
+    let err = connect(&closed, Path::new("/")).await.expect_err("nothing listens there");
+    assert!(matches!(err, WatchError::Connect { .. }), "{err:?}");
 }
 
 /// A running [`watch`] and the reports it emits.
@@ -384,7 +386,8 @@ async fn sync_all_once_reports_each_rep_and_one_broken_inbox_does_not_stop_the_o
     let (project, mut cfg) = project_config(&dovecot);
     let mut broken = cfg.reps[0].clone();
     broken.id = "bob".into();
-    broken.imap = Some(Imap { port: free_port(), ..imap_for(&dovecot) });
+    let (_held, port) = refused_port();
+    broken.imap = Some(Imap { port, ..imap_for(&dovecot) });
     let mut no_imap = cfg.reps[0].clone();
     no_imap.id = "carol".into();
     no_imap.imap = None;

@@ -24,6 +24,17 @@ use std::time::{Duration, Instant};
 /// Loopback address every rig server listens on.
 pub const HOST: &str = "127.0.0.1";
 
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound but never listening, so neither a test's server nor
+/// a client's ephemeral port can take it meanwhile (a port merely found
+/// free by [`free_port`] can be).
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind an ephemeral loopback port");
+    let port = socket.local_addr().expect("local address").port();
+    (socket, port)
+}
+
 /// A loopback TCP port that was free a moment ago and that this process has
 /// not handed out before.
 ///
