@@ -242,7 +242,7 @@ fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Kn
         return ignore(handled, "from the rep's own address", Record::Nothing);
     }
     let Some(lead) = known.lead_of(v) else {
-        let action = InboundAction { at: now.timestamp_millis(), ..blank(rep_id, m.key) };
+        let action = InboundAction { at: now.timestamp_millis(), ..InboundAction::seen(rep_id, m.key) };
         return ignore(handled, "matches no lead", Record::Unmatched(action));
     };
     handled.lead = Some(lead.email.clone());
@@ -253,7 +253,7 @@ fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Kn
         subject: v.subject.as_deref(),
         message_id: v.message_id.as_deref(),
         detail: Some(m.detail),
-        ..blank(rep_id, m.key)
+        ..InboundAction::seen(rep_id, m.key)
     };
     match v.kind {
         Kind::Reply => {
@@ -295,29 +295,11 @@ fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Kn
             action.suppress = Some(lead.email.as_str());
         }
         Kind::Unknown => {
-            let seen = InboundAction { lead_id: None, ..blank(rep_id, m.key) };
+            let seen = InboundAction::seen(rep_id, m.key);
             return ignore(handled, "not a reply, auto-reply, bounce, complaint or unsubscribe", Record::Unknown(seen));
         }
     }
     Decision { handled, record: Record::Act(action) }
-}
-
-fn blank<'a>(rep: &'a str, key: &'a str) -> InboundAction<'a> {
-    InboundAction {
-        rep,
-        message_key: key,
-        kind: TouchKind::Note,
-        lead_id: None,
-        at: 0,
-        subject: None,
-        message_id: None,
-        detail: None,
-        enrollment_state: None,
-        paused_until: None,
-        suppress: None,
-        stage: None,
-        stop_domain: None,
-    }
 }
 
 /// The touchpoint's text: the snippet, and for auto-replies the return date.

@@ -53,6 +53,28 @@ pub struct InboundAction<'a> {
     pub stop_domain: Option<&'a str>,
 }
 
+impl<'a> InboundAction<'a> {
+    /// Records `message_key` as seen in `rep`'s inbox and nothing else; the
+    /// engine fills in what the message does.
+    pub fn seen(rep: &'a str, message_key: &'a str) -> Self {
+        InboundAction {
+            rep,
+            message_key,
+            kind: crate::domain::TouchKind::Note,
+            lead_id: None,
+            at: 0,
+            subject: None,
+            message_id: None,
+            detail: None,
+            enrollment_state: None,
+            paused_until: None,
+            suppress: None,
+            stage: None,
+            stop_domain: None,
+        }
+    }
+}
+
 /// What recording an inbound message did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InboundOutcome {
@@ -370,21 +392,7 @@ mod tests {
     use crate::domain::TouchKind;
 
     fn action<'a>(key: &'a str, lead_id: Option<i64>, stop_domain: Option<&'a str>) -> InboundAction<'a> {
-        InboundAction {
-            rep: "nik",
-            message_key: key,
-            kind: TouchKind::Reply,
-            lead_id,
-            at: 0,
-            subject: None,
-            message_id: None,
-            detail: None,
-            enrollment_state: None,
-            paused_until: None,
-            suppress: None,
-            stage: None,
-            stop_domain,
-        }
+        InboundAction { kind: TouchKind::Reply, lead_id, stop_domain, ..InboundAction::seen("nik", key) }
     }
 
     #[test]
