@@ -12,7 +12,9 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::leads::{touch, touches, NewTouch};
-use super::{claim_lock, dispatch, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError};
+use super::{
+    claim_lock, dispatch, json_array, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError,
+};
 use crate::domain::{EnrollmentState, TouchKind};
 
 /// The row an acknowledgement moved.
@@ -148,7 +150,7 @@ macro_rules! insert_sends {
         let mut claimed = Vec::with_capacity(decided.len());
         if !decided.is_empty() {
             let rows: Vec<SendInsert> = decided.iter().map(|(e, _, send, _)| SendInsert::new(e, send)).collect();
-            let rows = serde_json::to_string(&rows).expect("rows serialise");
+            let rows = json_array(&rows);
             let sql = format!(
                 "INSERT INTO sends (enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
                  message_id, subject, state, attempt, claimed_by, claimed_at) \
@@ -272,7 +274,7 @@ macro_rules! advance_enrollments {
                     ended: i64::from(!a.state.is_live()),
                 })
                 .collect();
-            let rows = serde_json::to_string(&rows).expect("rows serialise");
+            let rows = json_array(&rows);
             let v = json_rows(
                 $pool,
                 "$1",
@@ -487,7 +489,7 @@ impl Store {
                 Finish { send_id, to_state, err, at: now }
             })
             .collect();
-        let finishes = serde_json::to_string(&finishes).expect("rows serialise");
+        let finishes = json_array(&finishes);
         dispatch!(self, pool => {
             let mut tx = self.begin_write(pool).await?;
             let sql = format!(
