@@ -56,7 +56,7 @@ pub struct BadRow {
 pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
     let file = std::fs::File::open(&a.file).map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot read {}: {e}", a.file.display())))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let ctx = cli.ctx().await?;
+    let ctx = cli.bulk_ctx().await?;
     let mut reader =
         csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let headers = match reader.byte_headers() {

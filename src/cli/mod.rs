@@ -268,6 +268,13 @@ impl Cli {
         let store = Store::open(&cfg.daemon.database_url).await?;
         Ok(Ctx { cfg, store, clock: self.clock() })
     }
+
+    /// [`Cli::ctx`] for a bulk writer: see [`Store::open_bulk`].
+    pub async fn bulk_ctx(&self) -> Result<Ctx, Failure> {
+        let cfg = self.load_config()?;
+        let store = Store::open_bulk(&cfg.daemon.database_url).await?;
+        Ok(Ctx { cfg, store, clock: self.clock() })
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.

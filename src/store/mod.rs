@@ -234,6 +234,20 @@ impl<DB: sqlx::Database> DerefMut for WriteTx<'_, DB> {
 impl Store {
     /// Opens (creating a SQLite file if missing) and migrates.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, None).await
+    }
+
+    /// Opens for a one-shot bulk writer (`cadence import`): a SQLite page
+    /// cache of 256 MiB a connection instead of 2 MiB. A large import
+    /// inserts all over the email and domain indexes; with the small cache
+    /// their pages are written out and read back within a batch (8% of a
+    /// million-row import's time, measured). The daemon keeps the default,
+    /// which its memory budget counts on.
+    pub async fn open_bulk(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, Some(256 * 1024)).await
+    }
+
+    async fn open_with(url: &str, sqlite_cache_kib: Option<u32>) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { url: redact_url(url), source };
         let db = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url).map_err(open_err)?;
@@ -250,6 +264,11 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
+            // A negative cache_size is in KiB.
+            let opts = match sqlite_cache_kib {
+                Some(kib) => opts.pragma("cache_size", format!("-{kib}")),
+                None => opts,
+            };
             let file = opts.get_filename().to_path_buf();
             // No ping before each use: a local file does not drop the
             // connection, and the ping cost a round trip to the
