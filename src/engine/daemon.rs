@@ -1,8 +1,10 @@
 //! The `cadence run` loop: pass, then sleep until the next thing is due or
 //! something wakes us (an enrollment over the API, a finished send, a reply).
-//! SIGHUP reloads config and templates (kept only if valid); SIGTERM and
-//! SIGINT stop claiming, let in-flight sends finish, and return.
+//! SIGHUP reloads config and templates (kept only if valid) and starts or
+//! stops inbox watchers to match the reps it names; SIGTERM and SIGINT stop
+//! claiming, let in-flight sends finish, and return.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +39,10 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     };
     let http = tokio::spawn(crate::api::serve(listener, crate::api::ApiState::new(engine.clone()), shutdown));
     engine.store.heartbeat(Clock::System.now_ms()).await.context("registering this daemon in the database")?;
-    let mut watchers = spawn_watchers(&engine, stop_rx.clone());
-    watchers.push(tokio::spawn(heartbeat(engine.clone(), stop_rx.clone())));
-    watchers.push(tokio::spawn(notice_enrollments(engine.clone(), stop_rx.clone())));
+    let mut inboxes = Watchers::default();
+    inboxes.follow(&engine);
+    let helpers =
+        [tokio::spawn(heartbeat(engine.clone(), stop_rx.clone())), tokio::spawn(notice_enrollments(engine.clone(), stop_rx.clone()))];
     loop {
         let started = match engine.pass().await {
             Ok(n) => n,
@@ -58,7 +61,10 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight sends"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: finishing in-flight sends"); break; }
-            _ = hup.recv() => reload(&engine, &config_path),
+            _ = hup.recv() => {
+                reload(&engine, &config_path);
+                inboxes.follow(&engine);
+            }
             _ = engine.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
@@ -66,8 +72,9 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
     // Stops the watchers and the HTTP API (no new requests; those in
     // flight finish alongside the sends).
     let _ = stop_tx.send(true);
-    for w in watchers {
-        let _ = w.await;
+    inboxes.stop().await;
+    for h in helpers {
+        let _ = h.await;
     }
     if tokio::time::timeout(GRACE, engine.wait_idle()).await.is_err() {
         tracing::error!("in-flight sends did not finish within {GRACE:?}; they become send_unknown at the next start");
@@ -90,13 +97,45 @@ pub async fn run(engine: Arc<Engine>, config_path: PathBuf) -> anyhow::Result<()
 /// holder dies the lease lapses and another daemon takes over within
 /// [`LEASE`] + [`LEASE_RETRY`]. Each watcher wakes the engine when it has
 /// acted on a message (a reply may have stopped a due send).
-fn spawn_watchers(engine: &Arc<Engine>, stop: Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let cfg = engine.config();
-    cfg.reps
-        .iter()
-        .filter_map(|r| r.imap.as_ref().map(|imap| (r.id.clone(), imap.folder.clone())))
-        .map(|(rep, folder)| tokio::spawn(leased_watch(engine.clone(), rep, folder, stop.clone())))
-        .collect()
+///
+/// The set follows the config: a rep given an inbox by a reload is watched
+/// at once (until then its sending waits for a first sync), and a watcher
+/// whose rep or folder is gone stops. A changed server or password needs no
+/// new watcher: each connection reads the current config.
+#[derive(Default)]
+struct Watchers {
+    running: HashMap<(String, String), (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    stopping: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watchers {
+    fn follow(&mut self, engine: &Arc<Engine>) {
+        let cfg = engine.config();
+        let wanted: Vec<(String, String)> =
+            cfg.reps.iter().filter_map(|r| r.imap.as_ref().map(|imap| (r.id.clone(), imap.folder.clone()))).collect();
+        let gone: Vec<_> = self.running.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        for key in gone {
+            let (stop, handle) = self.running.remove(&key).expect("listed");
+            tracing::info!(rep = %key.0, mailbox = %key.1, "inbox no longer configured: watcher stopping");
+            let _ = stop.send(true);
+            self.stopping.push(handle);
+        }
+        for (rep, folder) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry((rep.clone(), folder.clone())) {
+                let (stop, stop_rx) = tokio::sync::watch::channel(false);
+                slot.insert((stop, tokio::spawn(leased_watch(engine.clone(), rep, folder, stop_rx))));
+            }
+        }
+    }
+
+    async fn stop(self) {
+        for (stop, _) in self.running.values() {
+            let _ = stop.send(true);
+        }
+        for handle in self.running.into_values().map(|(_, h)| h).chain(self.stopping) {
+            let _ = handle.await;
+        }
+    }
 }
 
 /// How long an inbox lease lasts without renewal.

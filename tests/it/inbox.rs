@@ -22,11 +22,11 @@ async fn rig() -> Rig {
     Rig { smtp, imap, p }
 }
 
-fn message_id(m: &crate::support::smtp::Received) -> String {
+pub fn message_id(m: &crate::support::smtp::Received) -> String {
     m.header("Message-ID").unwrap().trim().to_string()
 }
 
-fn reply(from: &str, in_reply_to: &str, date: &str, body: &str) -> Vec<u8> {
+pub fn reply(from: &str, in_reply_to: &str, date: &str, body: &str) -> Vec<u8> {
     format!(
         "From: Ana Lee <{from}>\r\nTo: Nik Levnaich <nik@vendor.test>\r\nSubject: Re: Quick question about Acme\r\nDate: {date}\r\n\
          Message-ID: <reply-{}@acme.example>\r\nIn-Reply-To: {in_reply_to}\r\nReferences: {in_reply_to}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\

@@ -58,3 +58,38 @@ fn sighup_keeps_the_old_templates_when_the_new_ones_are_broken() {
     assert_eq!(subject_of(3), "A better question for Acme");
     assert!(daemon.terminate(Duration::from_secs(20)).success());
 }
+
+/// A rep given an inbox by a reload is watched at once (a reply is acted on
+/// without a restart); an inbox taken out of the config stops its watcher.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_starts_and_stops_inbox_watchers_to_match_the_config() {
+    use crate::inbox::{message_id, reply};
+    let pw = "reload-imap-pw";
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let imap = crate::support::dovecot::Dovecot::start(&[("nik", pw)]).await;
+    let p = Project::new(Opts { smtp_port: Some(smtp.port()), imap: Some((imap.port(), pw.into())), ..Opts::default() });
+    let with_inbox = std::fs::read_to_string(p.tmp.config_path()).unwrap();
+    let section = &with_inbox[with_inbox.find("\n  [reps.imap]").expect("the fixture's inbox section")..];
+    let without_inbox = with_inbox.replace(section, "\n");
+    p.tmp.write_config(&without_inbox);
+
+    let daemon = p.spawn_run(&[]);
+    p.ok(&["enroll", "ana@acme.example", "--sequence", "always", "--company", "Acme"]);
+    let first = smtp.wait_for(1, Duration::from_secs(20)).remove(0);
+    imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(&first), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk."))
+        .await;
+    assert!(!daemon.log().contains("inbox watcher connected"), "no inbox configured yet");
+
+    p.tmp.write_config(&with_inbox);
+    daemon.signal("HUP");
+    wait_until_blocking("the reply recorded by the new watcher", Duration::from_secs(20), || {
+        p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
+    });
+
+    p.tmp.write_config(&without_inbox);
+    daemon.signal("HUP");
+    wait_until_blocking("the watcher stops", Duration::from_secs(10), || daemon.log().contains("inbox no longer configured"));
+    let log = daemon.log();
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert_eq!(log.matches("inbox watcher connected").count(), 1, "{log}");
+}
