@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::leads::{touch, touches, NewTouch};
 use super::{
-    claim_lock, dispatch, json_array, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError,
+    claim_lock, dispatch, json_array, json_keys, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store,
+    StoreError,
 };
 use crate::domain::{EnrollmentState, TouchKind};
 
@@ -354,9 +355,8 @@ impl Store {
                 if rows.is_empty() {
                     break;
                 }
-                let ids: Vec<String> = rows.iter().map(|e| e.lead_id.to_string()).collect();
-                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN ({})", ids.join(","));
-                let leads: Vec<LeadRow> = sqlx::query_as(&lsql).fetch_all(&mut *tx).await?;
+                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", json_rows(pool, "$1", &[("key", Col::Int)]));
+                let leads: Vec<LeadRow> = sqlx::query_as(&lsql).bind(json_keys(rows.iter().map(|e| e.lead_id))).fetch_all(&mut *tx).await?;
                 let leads: HashMap<i64, LeadRow> = leads.into_iter().map(|l| (l.id, l)).collect();
                 for e in rows {
                     scanned += 1;
