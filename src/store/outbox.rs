@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::leads::{touch, touches, NewTouch};
 use super::{
-    claim_lock, dispatch, json_array, json_keys, json_rows, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store,
-    StoreError,
+    claim_lock, dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, reserve_ids, single_instance, skip_locked, Col,
+    EnrollmentRow, LeadRow, SendRow, Store, StoreError,
 };
 use crate::domain::{EnrollmentState, TouchKind};
 
@@ -150,31 +150,23 @@ macro_rules! insert_sends {
         let decided: Vec<(EnrollmentRow, LeadRow, NewSend, _)> = $decided;
         let mut claimed = Vec::with_capacity(decided.len());
         if !decided.is_empty() {
-            let rows: Vec<SendInsert> = decided.iter().map(|(e, _, send, _)| SendInsert::new(e, send)).collect();
+            let ids = reserve_ids($pool, &mut $tx, "sends", decided.len()).await?;
+            let rows: Vec<SendInsert> = decided.iter().zip(&ids).map(|((e, _, send, _), &id)| SendInsert::new(id, e, send)).collect();
             let rows = json_array(&rows);
             let sql = format!(
-                "INSERT INTO sends (enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
+                "INSERT INTO sends (id, enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
                  message_id, subject, state, attempt, claimed_by, claimed_at) \
-                 SELECT eid, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
-                 message_id, subject, 'sending', attempt, $2, $3 FROM {} RETURNING id, enrollment_id",
+                 SELECT id, eid, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
+                 message_id, subject, 'sending', attempt, $2, $3 FROM {}",
                 json_rows($pool, "$1", SendInsert::COLS)
             );
-            let ids: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(&sql)
-                .bind(&rows)
-                .bind($instance)
-                .bind($now)
-                .fetch_all(&mut *$tx)
-                .await?
-                .into_iter()
-                .map(|(id, eid)| (eid, id))
-                .collect();
+            sqlx::query(&sql).bind(&rows).bind($instance).bind($now).execute(&mut *$tx).await?;
             let sql = format!(
                 "UPDATE enrollments SET next_at = NULL, updated_at = $2 WHERE id IN (SELECT eid FROM {})",
                 json_rows($pool, "$1", &[("eid", Col::Int)])
             );
             sqlx::query(&sql).bind(&rows).bind($now).execute(&mut *$tx).await?;
-            for (e, lead, send, payload) in decided {
-                let send_id = *ids.get(&e.id).ok_or_else(|| StoreError::Data(format!("the send of enrollment {} was not recorded", e.id)))?;
+            for ((e, lead, send, payload), send_id) in decided.into_iter().zip(ids) {
                 claimed.push(Claimed { send_id, enrollment: e, lead, send, payload });
             }
         }
@@ -185,6 +177,7 @@ macro_rules! insert_sends {
 /// One `sends` row of a claim, for the JSON parameter of [`insert_sends!`].
 #[derive(Serialize)]
 struct SendInsert<'a> {
+    id: i64,
     eid: i64,
     lead_id: i64,
     rep: &'a str,
@@ -203,6 +196,7 @@ struct SendInsert<'a> {
 
 impl<'a> SendInsert<'a> {
     const COLS: &'static [(&'static str, Col)] = &[
+        ("id", Col::Int),
         ("eid", Col::Int),
         ("lead_id", Col::Int),
         ("rep", Col::Text),
@@ -219,8 +213,9 @@ impl<'a> SendInsert<'a> {
         ("attempt", Col::Int),
     ];
 
-    fn new(e: &'a EnrollmentRow, send: &'a NewSend) -> Self {
+    fn new(id: i64, e: &'a EnrollmentRow, send: &'a NewSend) -> Self {
         SendInsert {
+            id,
             eid: e.id,
             lead_id: e.lead_id,
             rep: &e.rep,
@@ -351,12 +346,16 @@ impl Store {
                 }
                 let page = (limit - decided.len()).clamp(16, 512);
                 sql.push_str(&format!(" ORDER BY next_at, id LIMIT {page}{}", skip_locked(pool)));
-                let rows: Vec<EnrollmentRow> = sqlx::query_as(&sql).bind(now).bind(after_at).bind(after_id).fetch_all(&mut *tx).await?;
+                let json: String = sqlx::query_scalar(&json_agg(pool, &sql, ENROLLMENT_COLS)).bind(now).bind(after_at).bind(after_id).fetch_one(&mut *tx).await?;
+                let mut rows: Vec<EnrollmentRow> = from_json_rows(&json)?;
                 if rows.is_empty() {
                     break;
                 }
+                // An aggregate's input order is not promised.
+                rows.sort_unstable_by_key(|e| (e.next_at, e.id));
                 let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", json_rows(pool, "$1", &[("key", Col::Int)]));
-                let leads: Vec<LeadRow> = sqlx::query_as(&lsql).bind(json_keys(rows.iter().map(|e| e.lead_id))).fetch_all(&mut *tx).await?;
+                let json: String = sqlx::query_scalar(&json_agg(pool, &lsql, LEAD_COLS)).bind(json_keys(rows.iter().map(|e| e.lead_id))).fetch_one(&mut *tx).await?;
+                let leads: Vec<LeadRow> = from_json_rows(&json)?;
                 let leads: HashMap<i64, LeadRow> = leads.into_iter().map(|l| (l.id, l)).collect();
                 for e in rows {
                     scanned += 1;

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::from_ms;
 use crate::domain::EnrollmentState;
 
-#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+#[derive(Clone, Debug, sqlx::FromRow, Serialize, Deserialize)]
 pub struct LeadRow {
     pub id: i64,
     pub email: String,
@@ -50,7 +50,7 @@ impl LeadRow {
     }
 }
 
-#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+#[derive(Clone, Debug, sqlx::FromRow, Serialize, Deserialize)]
 pub struct EnrollmentRow {
     pub id: i64,
     pub lead_id: i64,
