@@ -239,7 +239,7 @@ async fn heartbeat(engine: Arc<Engine>, mut stop: Receiver<bool>) {
 async fn next_sleep(engine: &Engine, started: u64) -> Duration {
     let cfg = engine.config();
     let tick = cfg.daemon.tick_interval.max(Duration::from_millis(100));
-    if started > 0 {
+    if started > 0 || engine.sending() {
         // Sends are in flight; their completion wakes us.
         return tick;
     }
