@@ -158,26 +158,28 @@ async fn a_store_failure_stops_the_sync_before_the_failing_batch() {
     let imap = imap_for(&dovecot);
     let (_dir, store) = temp_store().await;
     let clock = Clock::fixed(now());
-    // Three fetch batches of at most 50: 1-50, 51-100, 101-120.
-    let msgs: Vec<Vec<u8>> = (1..=120).map(stranger).collect();
+    // Three fetch batches: a whole one, a whole one, and 20.
+    let batch = cadence::inbox::watch::BATCH_MESSAGES as u32;
+    let total = 2 * batch + 20;
+    let msgs: Vec<Vec<u8>> = (1..=total).map(stranger).collect();
     dovecot.append_all(USER, "INBOX", msgs.iter().map(Vec::as_slice)).await;
 
     let mut session = connect(&imap, Path::new("/")).await.expect("connect");
-    let mut failing = Recorder { fail_on: Some(60), ..Recorder::default() };
+    let mut failing = Recorder { fail_on: Some(batch as usize + 10), ..Recorder::default() };
     let err = sync_once(&mut session, USER, &imap, &store, &clock, &mut failing).await.expect_err("the handler fails");
     assert!(matches!(err, WatchError::Store(_)), "{err:?}");
-    assert_eq!(failing.ids.len(), 50, "the first batch was handled");
+    assert_eq!(failing.ids.len(), batch as usize, "the first batch was handled");
     let state = store.mailbox_state(USER, "INBOX").await.unwrap();
-    assert_eq!(state.last_uid, 50, "only the batch before the failure counts as done");
+    assert_eq!(state.last_uid, i64::from(batch), "only the batch before the failure counts as done");
     // The store's position update writes synced_at too: the old value is
     // kept, and "never" is stored as 0.
     assert!(matches!(state.synced_at, None | Some(0)), "a failed sync is not a sync: {:?}", state.synced_at);
 
     let mut rec = Recorder::default();
     let report = sync_once(&mut session, USER, &imap, &store, &clock, &mut rec).await.expect("retry");
-    let expected: Vec<String> = (51..=120).map(|n| format!("<note-{n}@elsewhere.test>")).collect();
+    let expected: Vec<String> = (batch + 1..=total).map(|n| format!("<note-{n}@elsewhere.test>")).collect();
     assert_eq!(rec.ids, expected, "the failed batch is read again, whole, and then the rest");
-    assert_eq!(report.last_uid, 120);
+    assert_eq!(report.last_uid, total);
 }
 
 #[tokio::test(flavor = "multi_thread")]
