@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{dispatch, json_array, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
@@ -233,10 +234,8 @@ pub(crate) fn counts_as_touch(kind: TouchKind) -> bool {
     !matches!(kind, TouchKind::Stale | TouchKind::SendFailed | TouchKind::SendUnknown | TouchKind::Paused | TouchKind::TaskSkipped)
 }
 
-const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
 /// Orders a lead's enrollments current first: the live one, else the latest.
 const CURRENT_FIRST: &str = "ORDER BY CASE WHEN state IN ('active', 'paused') THEN 0 ELSE 1 END, id DESC";
-const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
 
 impl Store {
     /// Creates or updates the lead and enrolls it, atomically: a refusal

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::leads::{touch, touches, NewTouch};
+use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
     claim_lock, dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, reserve_ids, single_instance, skip_locked, Col,
     EnrollmentRow, LeadRow, SendRow, Store, StoreError,
@@ -138,9 +139,6 @@ pub enum Ack {
         error: String,
     },
 }
-
-const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
-const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
 
 /// Commits the decided sends as `sending` and takes their enrollments off
 /// the due index: two statements for the whole claim. Evaluates to the

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::clock::from_ms;
 use crate::domain::EnrollmentState;
 
+/// The columns of [`LeadRow`], for SELECTs.
+pub(crate) const LEAD_COLS: &str = "id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at";
+/// The columns of [`EnrollmentRow`], for SELECTs.
+pub(crate) const ENROLLMENT_COLS: &str = "id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, paused_until, attempts, thread_subject, thread_refs, last_sent_at, enrolled_at, updated_at, ended_at, end_reason";
+
 #[derive(Clone, Debug, sqlx::FromRow, Serialize, Deserialize)]
 pub struct LeadRow {
     pub id: i64,
