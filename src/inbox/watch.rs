@@ -698,9 +698,10 @@ mod tests {
 
     #[test]
     fn batches_bound_count_and_bytes_and_cover_everything() {
-        let small: Vec<(u32, u32)> = (1..=120).map(|u| (u, 1000)).collect();
+        let n = BATCH_MESSAGES as u32;
+        let small: Vec<(u32, u32)> = (1..=2 * n + 20).map(|u| (u, 1000)).collect();
         let b = batches(&small);
-        assert_eq!(b.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![50, 50, 20]);
+        assert_eq!(b.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![BATCH_MESSAGES, BATCH_MESSAGES, 20]);
 
         let big = vec![(1, 10 * 1024 * 1024), (2, 10 * 1024 * 1024), (3, 100), (4, MAX_MESSAGE_BYTES + 1), (5, 100)];
         let b = batches(&big);
