@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::{dispatch, json_array, json_keys, json_rows, Col, Store, StoreError};
+use super::{dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, Col, Store, StoreError};
 
 impl Store {
     /// The newest enrollment's id: a cheap stamp that moves when anyone
@@ -85,7 +85,7 @@ pub struct InboundOutcome {
 }
 
 /// Who sent a message we know, by its Message-ID.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct SentRef {
     /// Larger for a later send.
     pub id: i64,
@@ -126,11 +126,10 @@ impl Store {
     /// bounces), in no particular order.
     pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
         Ok(dispatch!(self, pool => {
-            let sql = format!(
-                "SELECT id, lead_id, enrollment_id, rep, message_id FROM sends WHERE message_id IN (SELECT key FROM {})",
-                json_rows(pool, "$1", &[("key", Col::Text)])
-            );
-            sqlx::query_as(&sql).bind(json_keys(ids)).fetch_all(pool).await?
+            const COLS: &str = "id, lead_id, enrollment_id, rep, message_id";
+            let sql = format!("SELECT {COLS} FROM sends WHERE message_id IN (SELECT key FROM {})", json_rows(pool, "$1", &[("key", Col::Text)]));
+            let json: String = sqlx::query_scalar(&json_agg(pool, &sql, COLS)).bind(json_keys(ids)).fetch_one(pool).await?;
+            from_json_rows(&json)?
         }))
     }
 
@@ -325,7 +324,7 @@ impl Store {
 
 /// What recording a batch needs to know of a lead: its company (to order
 /// the writes), its stage and its live enrollment.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, serde::Deserialize)]
 struct LeadState {
     id: i64,
     domain: String,
@@ -342,7 +341,9 @@ macro_rules! read_lead_states {
              LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN (SELECT key FROM {})",
             json_rows($pool, "$1", &[("key", Col::Int)])
         );
-        let states = sqlx::query_as::<_, LeadState>(&sql).bind(json_keys(&$ids)).fetch_all(&mut *$tx).await?;
+        let sql = json_agg($pool, &sql, "id, domain, stage, live_id, live_state");
+        let json: String = sqlx::query_scalar(&sql).bind(json_keys(&$ids)).fetch_one(&mut *$tx).await?;
+        let states: Vec<LeadState> = from_json_rows(&json)?;
         $into.extend(states.into_iter().map(|l| (l.id, l)));
     };
 }

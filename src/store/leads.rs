@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
-use super::{dispatch, json_array, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
+use super::{
+    dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError,
+    TouchpointRow,
+};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -90,9 +93,9 @@ pub struct Transition<'a> {
 }
 
 /// A lead and the sequence of its current enrollment (if it ever had one).
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct MatchedLead {
-    #[sqlx(flatten)]
+    #[serde(flatten)]
     pub lead: LeadRow,
     pub sequence: Option<String>,
 }
@@ -528,8 +531,7 @@ impl Store {
 
     /// The leads with these ids or addresses, each with the sequence of its
     /// [`Store::current_enrollment`], in no particular order: what the
-    /// inbox's batches match against, in one statement (every row crosses
-    /// to sqlx's SQLite worker thread and back).
+    /// inbox's batches match against, in one statement and one row.
     pub async fn leads_for_matching(&self, ids: &[i64], emails: &[&EmailAddress]) -> Result<Vec<MatchedLead>, StoreError> {
         if ids.is_empty() && emails.is_empty() {
             return Ok(Vec::new());
@@ -541,7 +543,9 @@ impl Store {
                 json_rows(pool, "$1", &[("key", Col::Int)]),
                 json_rows(pool, "$2", &[("key", Col::Text)])
             );
-            sqlx::query_as(&sql).bind(json_keys(ids)).bind(json_keys(emails.iter().map(|e| e.as_str()))).fetch_all(pool).await?
+            let sql = json_agg(pool, &sql, &format!("{LEAD_COLS}, sequence"));
+            let json: String = sqlx::query_scalar(&sql).bind(json_keys(ids)).bind(json_keys(emails.iter().map(|e| e.as_str()))).fetch_one(pool).await?;
+            from_json_rows(&json)?
         }))
     }
 
