@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -291,6 +291,8 @@ struct Conn {
     smtp: AsyncSmtpConnection,
     flushes: Arc<AtomicU64>,
     idle_since: Instant,
+    /// The server offers PIPELINING (RFC 2920).
+    pipelining: bool,
 }
 
 /// The connections of one rep's SMTP account.
@@ -461,11 +463,46 @@ impl SmtpPool {
             self.step(Stage::StartTls, smtp.starttls(tls.lettre.clone(), &self.client_id)).await?;
         }
 
+        // lettre keeps only the EHLO keywords it knows, and PIPELINING is not
+        // one of them: ask again (before AUTH, after which some servers
+        // refuse a new EHLO) and read the keyword off the answer.
+        let ehlo = self.step(Stage::Greeting, smtp.command(Ehlo::new(self.client_id.clone()))).await?;
+        let pipelining = ehlo.message().any(|line| line.split_whitespace().next().is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING")));
+
         if let Some(credentials) = credentials {
             self.step(Stage::Auth, smtp.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)).await?;
         }
 
-        Ok(Conn { smtp, flushes, idle_since: Instant::now() })
+        Ok(Conn { smtp, flushes, idle_since: Instant::now(), pipelining })
+    }
+
+    /// MAIL, RCPT and DATA. With PIPELINING the three go in one write and
+    /// their answers are read in order: one round trip instead of three,
+    /// which doubled what a connection carries. The outcome is the first
+    /// refusal, at the stage it answers (a refused RCPT is a bounce either
+    /// way); the answers after it (the server's 503s) are read too.
+    async fn envelope(&self, conn: &mut Conn, mail: Mail, rcpt: Rcpt) -> Result<(), Failure> {
+        let smtp = &mut conn.smtp;
+        if !conn.pipelining {
+            self.step(Stage::Mail, smtp.command(mail)).await?;
+            self.step(Stage::Rcpt, smtp.command(rcpt)).await?;
+            self.step(Stage::Data, smtp.command(Data)).await?;
+            return Ok(());
+        }
+        let mut outcome = self.step(Stage::Mail, smtp.command(format!("{mail}{rcpt}{Data}"))).await.map(drop);
+        for stage in [Stage::Rcpt, Stage::Data] {
+            // A lost connection or a timeout: nothing more will come.
+            if outcome.as_ref().is_err_and(|f| !f.server_replied()) {
+                break;
+            }
+            let answer = self.step(stage, smtp.read_response()).await.map(drop);
+            match (&outcome, answer) {
+                (Ok(()), answer) => outcome = answer,
+                (Err(_), Err(f)) if !f.server_replied() => break,
+                (Err(_), _) => {}
+            }
+        }
+        outcome
     }
 
     async fn transact(&self, conn: &mut Conn, p: &Prepared) -> Result<(), Failure> {
@@ -488,10 +525,8 @@ impl SmtpPool {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
 
+        self.envelope(conn, Mail::new(Some(from), params), Rcpt::new(to, vec![])).await?;
         let smtp = &mut conn.smtp;
-        self.step(Stage::Mail, smtp.command(Mail::new(Some(from), params))).await?;
-        self.step(Stage::Rcpt, smtp.command(Rcpt::new(to, vec![]))).await?;
-        self.step(Stage::Data, smtp.command(Data)).await?;
 
         // lettre always writes `\r\n.\r\n`: drop our final CRLF so the server
         // stores exactly the bytes we built.

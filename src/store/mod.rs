@@ -222,6 +222,9 @@ pub struct Store {
     /// The latest fire of each cron job this process claimed or saw
     /// claimed (see [`Store::claim_cron_fire`]).
     cron_asked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Each rep's sends of the day so far, as the last claim counted them
+    /// (see `outbox::DayCount`).
+    day_counts: Arc<std::sync::Mutex<std::collections::HashMap<String, outbox::DayCount>>>,
 }
 
 /// A write transaction, holding this process's writer turn on SQLite until
@@ -315,7 +318,7 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
-        Ok(Store { db, instance, writers: Arc::default(), cron_asked: Arc::default() })
+        Ok(Store { db, instance, writers: Arc::default(), cron_asked: Arc::default(), day_counts: Arc::default() })
     }
 
     /// Begins a write transaction. SQLite has one writer at a time: when two

@@ -306,6 +306,68 @@ macro_rules! advance_enrollments {
     }};
 }
 
+/// A rep's claims of one day, counted up to a send id. A claim counts
+/// only the rows after it (a primary-key range) instead of the whole day,
+/// which grew with the day's volume: 17 ms a claim at 100,000 sends.
+/// Rows are counted whatever their state, and the few that stopped
+/// counting (`retry`, `failed`) are subtracted at each claim. Ids grow in
+/// commit order among claims: SQLite has one writer, and PostgreSQL claims
+/// reserve their ids under the claim lock.
+#[derive(Clone, Debug)]
+pub(crate) struct DayCount {
+    since: i64,
+    upto_id: i64,
+    claimed: i64,
+    last_claim_at: Option<i64>,
+}
+
+/// The [`RepUsage`] of a rep's day starting at `since`, read inside a
+/// claim after the claim lock.
+macro_rules! day_usage {
+    ($store:expr, $tx:expr, $rep:expr, $since:expr) => {{
+        let (rep, since): (&str, i64) = ($rep, $since);
+        let cached = $store.day_counts.lock().expect("day counts").get(rep).filter(|c| c.since == since).cloned();
+        // `rep || ''` and `claimed_at + 0` keep the planners off the
+        // (rep, claimed_at) index, whose range is the whole day: the
+        // primary key's range after `upto_id` is what is new.
+        let (mut c, (n, upto, last)): (DayCount, (i64, Option<i64>, Option<i64>)) = match cached {
+            Some(c) => {
+                let new = sqlx::query_as(
+                    "SELECT COUNT(*), MAX(id), MAX(claimed_at) FROM sends WHERE id > $1 AND rep || '' = $2 AND claimed_at + 0 >= $3",
+                )
+                .bind(c.upto_id)
+                .bind(rep)
+                .bind(since)
+                .fetch_one(&mut *$tx)
+                .await?;
+                (c, new)
+            }
+            None => {
+                let last: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(claimed_at) FROM sends WHERE rep = $1").bind(rep).fetch_one(&mut *$tx).await?;
+                let day = sqlx::query_as("SELECT COUNT(*), MAX(id), MAX(claimed_at) FROM sends WHERE rep = $1 AND claimed_at >= $2")
+                    .bind(rep)
+                    .bind(since)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                (DayCount { since, upto_id: 0, claimed: 0, last_claim_at: last }, day)
+            }
+        };
+        c.claimed += n;
+        c.upto_id = upto.unwrap_or(c.upto_id);
+        c.last_claim_at = c.last_claim_at.max(last);
+        let uncounted: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sends WHERE state IN ('retry', 'failed') AND claimed_at >= $1 AND rep || '' = $2")
+                .bind(since)
+                .bind(rep)
+                .fetch_one(&mut *$tx)
+                .await?;
+        let usage = RepUsage { today: c.claimed - uncounted, last_claim_at: c.last_claim_at };
+        $store.day_counts.lock().expect("day counts").insert(rep.to_string(), c);
+        usage
+    }};
+}
+
 impl Store {
     /// Claims up to `limit` due sends in one transaction, oldest due first,
     /// scanning at most `scan` due rows (held rows are skipped over, so a
@@ -369,19 +431,8 @@ impl Store {
                         sqlx::query(lock).execute(&mut *tx).await?;
                     }
                     if !usage.contains_key(&e.rep) {
-                        let since = policy.day_start(&e.rep);
-                        let (today, last): (i64, Option<i64>) = sqlx::query_as(
-                            "SELECT COUNT(*), MAX(claimed_at) FROM sends WHERE rep = $1 AND claimed_at >= $2 AND state IN ('sending', 'sent', 'send_unknown', 'bounced')",
-                        )
-                        .bind(&e.rep)
-                        .bind(since)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        let last = match last {
-                            Some(l) => Some(l),
-                            None => sqlx::query_scalar("SELECT MAX(claimed_at) FROM sends WHERE rep = $1").bind(&e.rep).fetch_one(&mut *tx).await?,
-                        };
-                        usage.insert(e.rep.clone(), RepUsage { today, last_claim_at: last });
+                        let u = day_usage!(self, tx, &e.rep, policy.day_start(&e.rep));
+                        usage.insert(e.rep.clone(), u);
                     }
                     let key = (e.rep.clone(), lead.domain.clone());
                     if policy.has_domain_cap(&e.rep) && !domain_counts.contains_key(&key) {

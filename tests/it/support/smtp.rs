@@ -45,6 +45,8 @@ pub struct SmtpOptions {
     pub faults: Vec<Fault>,
     /// The server drops idle clients after this long (default 300 s).
     pub idle_timeout: Option<Duration>,
+    /// Leave PIPELINING out of the EHLO answer (offered by default).
+    pub no_pipelining: bool,
 }
 
 /// Where in the SMTP dialogue a fault fires.
@@ -211,6 +213,8 @@ pub struct SmtpStats {
     pub connections: usize,
     pub messages: usize,
     pub mail: usize,
+    /// MAIL commands that arrived together with the next command.
+    pub mail_pipelined: usize,
     pub rcpt: usize,
     pub noop: usize,
     pub rset: usize,
@@ -244,6 +248,7 @@ impl SmtpServer {
                 ServerTls::Implicit => "tls",
             },
             "timeout": options.idle_timeout.unwrap_or(Duration::from_secs(300)).as_secs_f64(),
+            "pipelining": !options.no_pipelining,
         });
         let mut ca_file = None;
         if options.tls != ServerTls::None {
@@ -431,7 +436,10 @@ impl SmtpServer {
             match line.split(' ').next().unwrap_or("") {
                 "connect" => s.connections += 1,
                 "message" => s.messages += 1,
-                "mail" => s.mail += 1,
+                "mail" => {
+                    s.mail += 1;
+                    s.mail_pipelined += usize::from(line.ends_with(" pipelined"));
+                }
                 "rcpt" => s.rcpt += 1,
                 "noop" => s.noop += 1,
                 "rset" => s.rset += 1,

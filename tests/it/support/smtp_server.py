@@ -6,13 +6,15 @@ pyenv python does not see it). Everything goes through files in DIR, which
 the Rust side (tests/it/support/smtp.rs) owns:
 
 - DIR/config.json (read once): {"tls": "none"|"starttls"|"tls", "cert": PEM,
-  "key": PEM, "auth": {"user": U, "password": P} or null, "timeout": seconds}
+  "key": PEM, "auth": {"user": U, "password": P} or null, "timeout": seconds,
+  "pipelining": bool (offer PIPELINING in the EHLO answer; default true)}
 - DIR/ready (written once listening): the port, chosen by the kernel.
 - DIR/messages/NNNNNN.json then NNNNNN.eml: the envelope, then the message
   exactly as received (after dot-unstuffing). The .eml appears last, by
   rename, so a reader that sees it can read both.
 - DIR/events.log: one line per event (connect, ehlo, auth_ok, mail, rcpt,
-  data, message, noop, rset, quit, fault STAGE ACTION) for stats.
+  data, message, noop, rset, quit, fault STAGE ACTION) for stats. A MAIL
+  whose next command had already arrived with it is logged `mail pipelined`.
 - DIR/control.json (re-read whenever it changes, checked on every command):
   {"rules": [{"stage": S, "rcpt": ADDR?, "action": "reply"|"drop"|"hang",
   "reply": "451 4.3.0 try later", "times": N?}]}. Stages: connect, ehlo,
@@ -100,8 +102,16 @@ async def forever():
 
 
 class Handler:
-    def __init__(self, state):
+    def __init__(self, state, pipelining):
         self.state = state
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # With this hook aiosmtpd leaves the session's name to us.
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         fault = self.state.match("data_end", envelope.rcpt_tos)
@@ -151,7 +161,8 @@ class TestSMTP(SMTP):
         await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg):
-        self.state.log("mail")
+        # What the client wrote after MAIL without waiting for its answer.
+        self.state.log("mail", "pipelined" if self._reader._buffer else "alone")
         if await self.apply("mail"):
             return
         await super().smtp_MAIL(arg)
@@ -201,7 +212,7 @@ def main():
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
     state = State(directory)
-    handler = Handler(state)
+    handler = Handler(state, config.get("pipelining", True))
 
     tls_mode = config.get("tls", "none")
     context = None
