@@ -393,7 +393,7 @@ pub async fn run_due(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Vec<Age
         let day = fire.with_timezone(&rep.timezone).date_naive();
         let agenda = for_rep(&cfg, store, rep, day).await?;
         let (subject, text, html) = render(&cfg, rep, &agenda);
-        let message_id = new_message_id(rep.email.domain());
+        let message_id = new_message_id(rep.email.domain(), now);
         let outgoing = Outgoing {
             from_name: "cadence".into(),
             from: rep.email.clone(),

@@ -177,7 +177,7 @@ async fn send_digest(cfg: &Config, engine: &Engine, now: DateTime<Utc>) -> Resul
     let mailer = RepMailer::new(rep, &cfg.root);
     let mut out = Vec::new();
     for to in &cfg.hygiene.digest_to {
-        let message_id = new_message_id(rep.email.domain());
+        let message_id = new_message_id(rep.email.domain(), now);
         let outgoing = digest_email(rep, to, &subject, &text, html.clone(), &message_id, now);
         let result = match &mailer {
             Ok(m) => m.send(&outgoing).await,

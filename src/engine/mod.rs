@@ -679,7 +679,7 @@ impl ClaimPolicy for Policy<'_> {
             _ => rendered.subject.clone(),
         };
         let refs = if threaded { e.refs() } else { Vec::new() };
-        let message_id = mailer::new_message_id(rep.email.domain());
+        let message_id = mailer::new_message_id(rep.email.domain(), self.now);
         let to = crate::domain::EmailAddress::parse(&lead.email).expect("stored addresses are valid");
         let outgoing = Outgoing {
             from_name: rep.name.clone(),

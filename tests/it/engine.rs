@@ -158,6 +158,27 @@ fn a_daily_limit_of_3_with_10_due_sends_3_a_day() {
     assert_eq!(per_tick, [day(0..3), vec![], vec![], day(3..6), vec![], day(6..9), day(9..10)]);
 }
 
+/// A send that failed for now does not use up the day: the claim after it
+/// in the same process (which counts only the sends after the ones it has
+/// already counted) gives its place to the next lead.
+#[test]
+fn a_retried_send_gives_its_place_in_the_daily_cap_back() {
+    let server = SmtpServer::start(SmtpOptions {
+        faults: vec![Fault::reply(Stage::Rcpt, "451 4.3.0 try again later").for_rcpt("lead0@co0.example").once()],
+        ..Default::default()
+    });
+    let p = smtp_project(&server, Opts { daily_limit: 3, ..Opts::default() });
+    for i in 0..5 {
+        p.enroll(&format!("lead{i}@co{i}.example"), "UTC", &format!("2026-11-30T14:{i:02}:00Z"));
+    }
+    let tick = p.tick("2026-11-30T15:00:00Z");
+    assert_eq!((tick["sent"].as_u64(), tick["retried"].as_u64()), (Some(3), Some(1)), "{tick}");
+    let mut to: Vec<String> = server.messages().iter().map(|m| m.rcpt_to[0].clone()).collect();
+    to.sort();
+    assert_eq!(to, ["lead1@co1.example", "lead2@co2.example", "lead3@co3.example"]);
+    assert!(p.ok(&["explain", "lead4@co4.example", "--now", "2026-11-30T15:01:00Z"]).contains("daily cap: 3/3"));
+}
+
 #[test]
 fn a_domain_limit_holds_only_that_domain() {
     let server = SmtpServer::start(SmtpOptions::default());

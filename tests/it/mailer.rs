@@ -50,7 +50,7 @@ fn outgoing(to: &str) -> Outgoing {
         subject: "Quick question about Q3".into(),
         text: "Hi Dana,\n\n.leading dot line\nThanks,\nNik\n".into(),
         html: None,
-        message_id: new_message_id("example.com"),
+        message_id: new_message_id("example.com", cadence::clock::Clock::System.now()),
         in_reply_to: None,
         references: vec![],
         unsubscribe_mailto: "mailto:nik@example.com?subject=unsubscribe".into(),
