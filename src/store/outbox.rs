@@ -343,14 +343,18 @@ macro_rules! day_usage {
                 (c, new)
             }
             None => {
-                let last: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(claimed_at) FROM sends WHERE rep = $1").bind(rep).fetch_one(&mut *$tx).await?;
-                let day = sqlx::query_as("SELECT COUNT(*), MAX(id), MAX(claimed_at) FROM sends WHERE rep = $1 AND claimed_at >= $2")
-                    .bind(rep)
-                    .bind(since)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                (DayCount { since, upto_id: 0, claimed: 0, last_claim_at: last }, day)
+                // The day so far, and the last id it covers: every send, so
+                // that the next claim's range starts after all of them even
+                // when this rep has none today. One statement: one snapshot.
+                let day = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM sends WHERE rep = $1 AND claimed_at >= $2), (SELECT MAX(id) FROM sends), \
+                     (SELECT MAX(claimed_at) FROM sends WHERE rep = $1)",
+                )
+                .bind(rep)
+                .bind(since)
+                .fetch_one(&mut *$tx)
+                .await?;
+                (DayCount { since, upto_id: 0, claimed: 0, last_claim_at: None }, day)
             }
         };
         c.claimed += n;
