@@ -299,10 +299,9 @@ impl Engine {
     pub async fn pass(self: &Arc<Self>) -> Result<u64, EngineError> {
         let cfg = self.config();
         let now = self.clock.now();
-        // Every rep still has more than half its queue in flight: claim
-        // later, in one batch, rather than a few sends per finished one
-        // (each finished send wakes the daemon; this answers without a
-        // query).
+        // No rep has half its queue free: claim later, in one batch, rather
+        // than a few sends per finished one (each answered send wakes the
+        // daemon; this answers without a query).
         if !cfg.reps.is_empty() && cfg.reps.iter().all(|r| self.inflight.counts(&r.id).room(queue_limit(r)) < queue_limit(r) / 2) {
             return Ok(0);
         }
