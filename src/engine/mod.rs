@@ -561,23 +561,6 @@ impl Policy<'_> {
         None
     }
 
-    fn render(
-        &self,
-        seq: &crate::config::Sequence,
-        rep: &Rep,
-        e: &EnrollmentRow,
-        lead: &LeadRow,
-        template: &str,
-        step_no: i64,
-    ) -> Result<templates::Rendered, String> {
-        let url = self.engine.unsubscribe_url(self.cfg, lead.id);
-        let ctx = render_context(lead, rep, &url, step_no as usize);
-        let _ = (seq, e);
-        self.cfg.templates.render(template, &ctx).map_err(|err| err.to_string())
-    }
-}
-
-impl Policy<'_> {
     /// The task of step `i`, due when its step fell due (the claim may run
     /// later than that), timing out `task_timeout` after.
     fn create_task(
@@ -668,7 +651,9 @@ impl ClaimPolicy for Policy<'_> {
                 None => unreachable!("effective_phase goes to archive without a last chance"),
             },
         };
-        let rendered = match self.render(seq, rep, e, lead, &template, step_no) {
+        // Signed once: the body's link and the List-Unsubscribe header.
+        let unsubscribe_url = self.engine.unsubscribe_url(self.cfg, lead.id);
+        let rendered = match self.cfg.templates.render(&template, &render_context(lead, rep, &unsubscribe_url, step_no as usize)) {
             Ok(r) => r,
             Err(why) => return Decision::Fail(format!("email {step_no} not sent: {why}")),
         };
@@ -692,7 +677,7 @@ impl ClaimPolicy for Policy<'_> {
             in_reply_to: refs.last().cloned(),
             references: refs,
             unsubscribe_mailto: format!("mailto:{}?subject=unsubscribe", rep.email),
-            unsubscribe_url: self.engine.unsubscribe_url(self.cfg, lead.id),
+            unsubscribe_url,
             date: self.now,
         };
         let send = NewSend {
