@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::{dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, Col, Store, StoreError};
+use super::{dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, Col, Store, StoreError};
 
 impl Store {
     /// The newest enrollment's id: a cheap stamp that moves when anyone
@@ -127,7 +127,7 @@ impl Store {
     pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
         Ok(dispatch!(self, pool => {
             const COLS: &str = "id, lead_id, enrollment_id, rep, message_id";
-            let sql = format!("SELECT {COLS} FROM sends WHERE message_id IN (SELECT key FROM {})", json_rows(pool, "$1", &[("key", Col::Text)]));
+            let sql = format!("SELECT {COLS} FROM sends WHERE message_id IN (SELECT key FROM {})", json_key_rows(pool, "$1", Col::Text));
             let json: String = sqlx::query_scalar(&json_agg(pool, &sql, COLS)).bind(json_keys(ids)).fetch_one(pool).await?;
             from_json_rows(&json)?
         }))
@@ -267,7 +267,7 @@ impl Store {
                             let sql = format!(
                                 "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $2, ended_at = $2, end_reason = 'colleague replied' \
                                  WHERE id IN (SELECT key FROM {})",
-                                json_rows(pool, "$1", &[("key", Col::Int)])
+                                json_key_rows(pool, "$1", Col::Int)
                             );
                             sqlx::query(&sql).bind(json_keys(others.iter().map(|(oid, _, _)| oid))).bind(now).execute(&mut *tx).await?;
                         }
@@ -339,7 +339,7 @@ macro_rules! read_lead_states {
         let sql = format!(
             "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
              LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN (SELECT key FROM {})",
-            json_rows($pool, "$1", &[("key", Col::Int)])
+            json_key_rows($pool, "$1", Col::Int)
         );
         let sql = json_agg($pool, &sql, "id, domain, stage, live_id, live_state");
         let json: String = sqlx::query_scalar(&sql).bind(json_keys(&$ids)).fetch_one(&mut *$tx).await?;

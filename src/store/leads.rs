@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
-    dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store, StoreError,
-    TouchpointRow,
+    dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store,
+    StoreError, TouchpointRow,
 };
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
@@ -275,9 +275,8 @@ impl Store {
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
-            let keys = &[("key", Col::Text)];
-            let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
-            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_rows(pool, "$1", keys)))
+                        let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
+            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_key_rows(pool, "$1", Col::Text)))
                 .bind(json_keys(&addresses))
                 .fetch_all(&mut *tx)
                 .await?
@@ -286,7 +285,7 @@ impl Store {
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
             let patterns = addresses.iter().copied().chain(domains.iter().map(String::as_str));
             let suppressed: HashMap<String, String> =
-                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", json_rows(pool, "$1", keys)))
+                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", json_key_rows(pool, "$1", Col::Text)))
                     .bind(json_keys(patterns))
                     .fetch_all(&mut *tx)
                     .await?
@@ -540,8 +539,8 @@ impl Store {
             let sql = format!(
                 "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence FROM leads \
                  WHERE id IN (SELECT key FROM {} UNION SELECT l.id FROM {} JOIN leads l ON l.email = v.key)",
-                json_rows(pool, "$1", &[("key", Col::Int)]),
-                json_rows(pool, "$2", &[("key", Col::Text)])
+                json_key_rows(pool, "$1", Col::Int),
+                json_key_rows(pool, "$2", Col::Text)
             );
             let sql = json_agg(pool, &sql, &format!("{LEAD_COLS}, sequence"));
             let json: String = sqlx::query_scalar(&sql).bind(json_keys(ids)).bind(json_keys(emails.iter().map(|e| e.as_str()))).fetch_one(pool).await?;

@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::leads::{touch, touches, NewTouch};
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
-    claim_lock, dispatch, from_json_rows, json_agg, json_array, json_keys, json_rows, reserve_ids, single_instance, skip_locked, Col,
-    EnrollmentRow, LeadRow, SendRow, Store, StoreError,
+    claim_lock, dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, reserve_ids, single_instance,
+    skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError,
 };
 use crate::domain::{EnrollmentState, TouchKind};
 
@@ -159,11 +159,8 @@ macro_rules! insert_sends {
                 json_rows($pool, "$1", SendInsert::COLS)
             );
             sqlx::query(&sql).bind(&rows).bind($instance).bind($now).execute(&mut *$tx).await?;
-            let sql = format!(
-                "UPDATE enrollments SET next_at = NULL, updated_at = $2 WHERE id IN (SELECT eid FROM {})",
-                json_rows($pool, "$1", &[("eid", Col::Int)])
-            );
-            sqlx::query(&sql).bind(&rows).bind($now).execute(&mut *$tx).await?;
+            let sql = format!("UPDATE enrollments SET next_at = NULL, updated_at = $2 WHERE id IN (SELECT key FROM {})", json_key_rows($pool, "$1", Col::Int));
+            sqlx::query(&sql).bind(json_keys(decided.iter().map(|(e, ..)| e.id))).bind($now).execute(&mut *$tx).await?;
             for ((e, lead, send, payload), send_id) in decided.into_iter().zip(ids) {
                 claimed.push(Claimed { send_id, enrollment: e, lead, send, payload });
             }
@@ -286,20 +283,23 @@ macro_rules! advance_enrollments {
                     ("ended", Col::Int),
                 ],
             );
-            let sql = format!(
-                "UPDATE enrollments SET state = v.to_state, phase = v.to_phase, step = v.to_step, touches = v.to_touches, due_at = v.to_due_at, \
-                 next_at = v.to_next_at, thread_refs = v.refs, thread_subject = COALESCE(v.subj, enrollments.thread_subject), attempts = 0, \
-                 last_sent_at = v.at, updated_at = v.at, \
-                 ended_at = CASE WHEN v.ended = 1 THEN v.at ELSE enrollments.ended_at END, \
-                 end_reason = CASE WHEN v.ended = 1 THEN 'completed' ELSE enrollments.end_reason END \
-                 FROM {v} WHERE enrollments.id = v.eid AND enrollments.state = 'active'"
-            );
-            sqlx::query(&sql).bind(&rows).execute(&mut *$tx).await?;
             // Thread and touch count advance even when a reply stopped the
-            // enrollment mid-send: the email went out.
+            // enrollment mid-send (the email went out); the rest only while
+            // it is still active. One statement: one pass over the batch.
+            let live = "enrollments.state = 'active'";
             let sql = format!(
-                "UPDATE enrollments SET thread_refs = v.refs, touches = v.to_touches, last_sent_at = v.at \
-                 FROM {v} WHERE enrollments.id = v.eid AND enrollments.state <> 'active'"
+                "UPDATE enrollments SET thread_refs = v.refs, touches = v.to_touches, last_sent_at = v.at, \
+                 state = CASE WHEN {live} THEN v.to_state ELSE enrollments.state END, \
+                 phase = CASE WHEN {live} THEN v.to_phase ELSE enrollments.phase END, \
+                 step = CASE WHEN {live} THEN v.to_step ELSE enrollments.step END, \
+                 due_at = CASE WHEN {live} THEN v.to_due_at ELSE enrollments.due_at END, \
+                 next_at = CASE WHEN {live} THEN v.to_next_at ELSE enrollments.next_at END, \
+                 thread_subject = CASE WHEN {live} THEN COALESCE(v.subj, enrollments.thread_subject) ELSE enrollments.thread_subject END, \
+                 attempts = CASE WHEN {live} THEN 0 ELSE enrollments.attempts END, \
+                 updated_at = CASE WHEN {live} THEN v.at ELSE enrollments.updated_at END, \
+                 ended_at = CASE WHEN {live} AND v.ended = 1 THEN v.at ELSE enrollments.ended_at END, \
+                 end_reason = CASE WHEN {live} AND v.ended = 1 THEN 'completed' ELSE enrollments.end_reason END \
+                 FROM {v} WHERE enrollments.id = v.eid"
             );
             sqlx::query(&sql).bind(&rows).execute(&mut *$tx).await?;
         }
@@ -417,7 +417,7 @@ impl Store {
                 }
                 // An aggregate's input order is not promised.
                 rows.sort_unstable_by_key(|e| (e.next_at, e.id));
-                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", json_rows(pool, "$1", &[("key", Col::Int)]));
+                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", json_key_rows(pool, "$1", Col::Int));
                 let json: String = sqlx::query_scalar(&json_agg(pool, &lsql, LEAD_COLS)).bind(json_keys(rows.iter().map(|e| e.lead_id))).fetch_one(&mut *tx).await?;
                 let leads: Vec<LeadRow> = from_json_rows(&json)?;
                 let leads: HashMap<i64, LeadRow> = leads.into_iter().map(|l| (l.id, l)).collect();
