@@ -9,13 +9,6 @@ use tracing_subscriber::EnvFilter;
 
 use cadence::cli::{self, Cli, LogFormat};
 
-/// mimalloc rather than glibc's malloc: a send allocates on one thread
-/// and frees on another, where glibc's arenas spent 13% of dispatch's CPU
-/// samples in malloc and free (perf), and 8% of its instructions
-/// (callgrind, one tick of 2,000 sends).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -73,24 +73,49 @@ pub struct Handled {
     pub outcome: InboundOutcome,
 }
 
-/// Classifies a batch of messages found in `rep`'s inbox (in UID order),
-/// matches them and records them in one transaction, in order: a later
-/// message sees what an earlier one did. One [`Handled`] per message.
+/// What a batch's messages say by their bytes alone: computed apart from
+/// [`handle`] (the inbox watcher classifies the next batch on another
+/// thread while this one is recorded).
+pub struct Classified {
+    verdicts: Vec<Verdict>,
+    /// Each message's de-duplication key: its Message-ID, or a hash of it.
+    keys: Vec<String>,
+    details: Vec<String>,
+}
+
+impl Classified {
+    pub fn of(raws: &[&[u8]]) -> Classified {
+        let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
+        let keys = raws
+            .iter()
+            .zip(&verdicts)
+            .map(|(raw, v)| match &v.message_id {
+                Some(id) => id.clone(),
+                None => format!("sha256:{}", hex::encode(Sha256::digest(raw))),
+            })
+            .collect();
+        let details = verdicts.iter().map(describe).collect();
+        Classified { verdicts, keys, details }
+    }
+
+    pub fn len(&self) -> usize {
+        self.verdicts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verdicts.is_empty()
+    }
+}
+
+/// Matches a batch of classified messages found in `rep`'s inbox (in UID
+/// order) and records them in one transaction, in order: a later message
+/// sees what an earlier one did. One [`Handled`] per message.
 ///
 /// The look-ups are made set-wise for the whole batch before anything is
 /// recorded; [`Store::record_inbound`] writes the batch set-wise too, with
 /// the same result as one message at a time.
-pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, raws: &[&[u8]], now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
-    let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
-    let keys: Vec<String> = raws
-        .iter()
-        .zip(&verdicts)
-        .map(|(raw, v)| match &v.message_id {
-            Some(id) => id.clone(),
-            None => format!("sha256:{}", hex::encode(Sha256::digest(raw))),
-        })
-        .collect();
-    let details: Vec<String> = verdicts.iter().map(describe).collect();
+pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, batch: &Classified, now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
+    let Classified { verdicts, keys, details } = batch;
     let known = Known::look_up(store, &verdicts).await?;
     let own = cfg.rep(rep_id).map(|r| r.email.as_str());
     let mut decisions: Vec<Decision> = (0..verdicts.len())

@@ -45,6 +45,7 @@ use tokio::time::timeout;
 
 use crate::clock::Clock;
 use crate::config::{Config, Imap, TlsMode};
+use crate::engine::inbound::Classified;
 use crate::store::{Store, StoreError};
 
 /// Limit for one network step (connect, TLS handshake, greeting, login, one
@@ -151,14 +152,19 @@ pub struct SyncReport {
 /// order. The seam between moving mail and acting on it: the daemon uses
 /// [`Inbound`], tests count calls.
 pub trait Handler: Send {
-    /// Processes one batch, all or nothing: `Ok(n)` when it is done and `n`
-    /// of its messages changed something (the others were already
-    /// processed, ignored or unmatched). An error stops the sync before the
-    /// batch, which is read again next time.
-    fn handle(&mut self, batch: &[&[u8]]) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// What [`Handler::prepare`] makes of a batch's bytes.
+    type Prepared: Send + 'static;
+    /// The work on a batch that needs only its bytes (classifying). It runs
+    /// on a blocking thread while the batch before is being recorded.
+    fn prepare(raws: Vec<Vec<u8>>) -> Self::Prepared;
+    /// Processes one prepared batch, all or nothing: `Ok(n)` when it is
+    /// done and `n` of its messages changed something (the others were
+    /// already processed, ignored or unmatched). An error stops the sync
+    /// before the batch, which is read again next time.
+    fn handle(&mut self, batch: Self::Prepared) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
-/// The real handler: classify, match and record through
+/// The real handler: classify, then match and record through
 /// [`crate::engine::inbound::handle`] (one transaction per batch), timed by
 /// the clock.
 pub struct Inbound<'a> {
@@ -169,8 +175,14 @@ pub struct Inbound<'a> {
 }
 
 impl Handler for Inbound<'_> {
-    async fn handle(&mut self, batch: &[&[u8]]) -> Result<usize, StoreError> {
-        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, batch, self.clock.now()).await?;
+    type Prepared = Classified;
+
+    fn prepare(raws: Vec<Vec<u8>>) -> Classified {
+        Classified::of(&raws.iter().map(Vec::as_slice).collect::<Vec<_>>())
+    }
+
+    async fn handle(&mut self, batch: Classified) -> Result<usize, StoreError> {
+        let handled = crate::engine::inbound::handle(self.cfg, self.store, self.rep_id, &batch, self.clock.now()).await?;
         for h in &handled {
             tracing::debug!(rep = self.rep_id, kind = ?h.kind, lead = ?h.lead, ignored = ?h.ignored, new = h.outcome.new, "inbound message");
         }
@@ -374,22 +386,23 @@ pub async fn sync_once<H: Handler>(
         let batches = batches(&listed);
         let position = Position { rep_id, folder, uid_validity, synced_at: old_synced };
         let mut next = match batches.first() {
-            Some(first) => fetch_bodies(session, &server, first).await?,
-            None => Vec::new(),
+            Some(first) => fetch_prepared::<H>(session, &server, first).await?,
+            None => Fetched::default(),
         };
         for (i, batch) in batches.iter().enumerate() {
-            let bodies = std::mem::take(&mut next);
-            // The next batch travels while this one is recorded.
+            let fetched = std::mem::take(&mut next);
+            // The next batch travels and is classified while this one is
+            // recorded.
             let prefetch = async {
                 match batches.get(i + 1) {
-                    Some(following) => fetch_bodies(session, &server, following).await,
-                    None => Ok(Vec::new()),
+                    Some(following) => fetch_prepared::<H>(session, &server, following).await,
+                    None => Ok(Fetched::default()),
                 }
             };
-            let (fetched, handled) =
-                futures::future::join(prefetch, hand_over(batch, bodies, handler, store, &position, &mut report)).await;
+            let (prefetched, handled) =
+                futures::future::join(prefetch, hand_over(batch, fetched, handler, store, &position, &mut report)).await;
             handled?;
-            next = fetched?;
+            next = prefetched?;
         }
     }
     store.save_mailbox_state(rep_id, folder, i64::from(uid_validity), i64::from(report.last_uid), clock.now_ms()).await?;
@@ -420,6 +433,31 @@ async fn fetch_bodies(session: &mut Session, server: &str, batch: &[(u32, u32)])
     Ok(bodies)
 }
 
+/// A fetched batch: the UIDs read, and their messages prepared by the
+/// handler (`None` when there was nothing to read).
+struct Fetched<P> {
+    uids: Vec<u32>,
+    prepared: Option<P>,
+}
+
+impl<P> Default for Fetched<P> {
+    fn default() -> Self {
+        Fetched { uids: Vec::new(), prepared: None }
+    }
+}
+
+/// Fetches `batch`'s bodies and has them prepared on a blocking thread
+/// (the messages too large to read, and those expunged since the
+/// listing, are left out).
+async fn fetch_prepared<H: Handler>(session: &mut Session, server: &str, batch: &[(u32, u32)]) -> Result<Fetched<H::Prepared>, WatchError> {
+    let (uids, raws): (Vec<u32>, Vec<Vec<u8>>) = fetch_bodies(session, server, batch).await?.into_iter().unzip();
+    if raws.is_empty() {
+        return Ok(Fetched { uids, prepared: None });
+    }
+    let prepared = tokio::task::spawn_blocking(move || H::prepare(raws)).await.expect("preparing a batch does not panic");
+    Ok(Fetched { uids, prepared: Some(prepared) })
+}
+
 /// Where a sync saves its progress.
 struct Position<'a> {
     rep_id: &'a str,
@@ -435,36 +473,27 @@ struct Position<'a> {
 /// before the batch: all of it is read again.
 async fn hand_over<H: Handler>(
     batch: &[(u32, u32)],
-    bodies: Vec<(u32, Vec<u8>)>,
+    fetched: Fetched<H::Prepared>,
     handler: &mut H,
     store: &Store,
     at: &Position<'_>,
     report: &mut SyncReport,
 ) -> Result<(), WatchError> {
-    let mut bodies = bodies.into_iter().peekable();
-    let mut uids = Vec::with_capacity(batch.len());
-    let mut raws: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
-    for &(uid, size) in batch {
-        if size > MAX_MESSAGE_BYTES {
-            tracing::warn!(
-                rep = at.rep_id,
-                mailbox = at.folder,
-                uid,
-                size,
-                limit = MAX_MESSAGE_BYTES,
-                "message too large to read; passed over"
-            );
-            report.skipped.push(uid);
-        } else if let Some((_, raw)) = bodies.next_if(|(u, _)| *u == uid) {
-            uids.push(uid);
-            raws.push(raw);
-        }
+    for &(uid, size) in batch.iter().filter(|(_, size)| *size > MAX_MESSAGE_BYTES) {
+        tracing::warn!(
+            rep = at.rep_id,
+            mailbox = at.folder,
+            uid,
+            size,
+            limit = MAX_MESSAGE_BYTES,
+            "message too large to read; passed over"
+        );
+        report.skipped.push(uid);
     }
-    if !raws.is_empty() {
-        let raws: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
-        report.acted += handler.handle(&raws).await?;
+    if let Some(prepared) = fetched.prepared {
+        report.acted += handler.handle(prepared).await?;
     }
-    report.uids.extend(uids);
+    report.uids.extend(fetched.uids);
     report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
     store.save_mailbox_state(at.rep_id, at.folder, i64::from(at.uid_validity), i64::from(report.last_uid), at.synced_at).await?;
     Ok(())

@@ -196,14 +196,16 @@ impl Store {
                         })
                         .collect();
                     let eid = |lead_id: i64| live.get(&lead_id).map(|(id, _)| *id);
-                    let touched: Vec<(NewTouch, i64)> = acting
+                    // The round's touchpoints, written together at its end:
+                    // the messages', then the stage changes', then the
+                    // stopped colleagues'.
+                    let mut touched: Vec<(NewTouch, i64)> = acting
                         .iter()
                         .map(|&(i, lead_id)| {
                             let a = &actions[i];
                             (NewTouch { lead_id, enrollment_id: eid(lead_id), kind: Some(a.kind), at: a.at, rep: Some(a.rep), subject: a.subject, message_id: a.message_id, detail: a.detail, step: None }, now)
                         })
                         .collect();
-                    touches!(tx, pool, &touched);
 
                     // The live enrollment's new state; an auto-reply pauses
                     // only an active enrollment (a manual pause stays manual).
@@ -244,11 +246,9 @@ impl Store {
                             json_rows(pool, "$1", &[("id", Col::Int), ("stage", Col::Text)])
                         );
                         sqlx::query(&sql).bind(json_array(&advanced)).bind(now).execute(&mut *tx).await?;
-                        let changes: Vec<(NewTouch, i64)> = details
+                        touched.extend(details
                             .iter()
-                            .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now))
-                            .collect();
-                        touches!(tx, pool, &changes);
+                            .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now)));
                     }
 
                     // Same company: the colleagues' live enrollments stop.
@@ -272,15 +272,14 @@ impl Store {
                             sqlx::query(&sql).bind(json_keys(others.iter().map(|(oid, _, _)| oid))).bind(now).execute(&mut *tx).await?;
                         }
                         let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
-                        let mut stopped: Vec<(NewTouch, i64)> = Vec::with_capacity(others.len());
                         for (oid, olead, domain) in &others {
                             let Some(&(i, rep)) = by_domain.get(domain.as_str()) else { continue };
                             outcomes[i].colleagues_stopped += 1;
                             let detail = "stopped: a colleague at the same company replied";
-                            stopped.push((NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() }, now));
+                            touched.push((NewTouch { lead_id: *olead, enrollment_id: Some(*oid), kind: Some(TouchKind::Unenrolled), at: now, rep: Some(rep), detail: Some(detail), ..Default::default() }, now));
                         }
-                        touches!(tx, pool, &stopped);
                     }
+                    touches!(tx, pool, &touched);
                 }
 
                 // Suppressions; any other live enrollment of the address

@@ -82,7 +82,13 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    async fn handle(&mut self, batch: &[&[u8]]) -> Result<usize, StoreError> {
+    type Prepared = Vec<Vec<u8>>;
+
+    fn prepare(raws: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        raws
+    }
+
+    async fn handle(&mut self, batch: Vec<Vec<u8>>) -> Result<usize, StoreError> {
         let first = self.handed + 1;
         self.handed += batch.len();
         if self.fail_on.is_some_and(|n| (first..=self.handed).contains(&n)) {
