@@ -304,7 +304,13 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
+                .busy_timeout(Duration::from_secs(30))
+                // A checkpoint runs inside the commit that crosses this many
+                // WAL pages, and syncs the database file, while the
+                // process's writer turn is held (busy 92% of the time while
+                // dispatching). Every 40 MB instead of SQLite's 4 MB: 6-11%
+                // more emails a second, four runs each.
+                .pragma("wal_autocheckpoint", "10000");
             // A negative cache_size is in KiB.
             let opts = match sqlite_cache_kib {
                 Some(kib) => opts.pragma("cache_size", format!("-{kib}")),
