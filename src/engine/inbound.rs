@@ -80,30 +80,23 @@ pub struct Classified {
     verdicts: Vec<Verdict>,
     /// Each message's de-duplication key: its Message-ID, or a hash of it.
     keys: Vec<String>,
+    /// Each message's touchpoint text.
     details: Vec<String>,
 }
 
 impl Classified {
-    pub fn of(raws: &[&[u8]]) -> Classified {
-        let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw)).collect();
+    pub fn of<B: AsRef<[u8]>>(raws: &[B]) -> Classified {
+        let verdicts: Vec<Verdict> = raws.iter().map(|raw| classify(raw.as_ref())).collect();
         let keys = raws
             .iter()
             .zip(&verdicts)
             .map(|(raw, v)| match &v.message_id {
                 Some(id) => id.clone(),
-                None => format!("sha256:{}", hex::encode(Sha256::digest(raw))),
+                None => format!("sha256:{}", hex::encode(Sha256::digest(raw.as_ref()))),
             })
             .collect();
         let details = verdicts.iter().map(describe).collect();
         Classified { verdicts, keys, details }
-    }
-
-    pub fn len(&self) -> usize {
-        self.verdicts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.verdicts.is_empty()
     }
 }
 
@@ -116,7 +109,7 @@ impl Classified {
 /// the same result as one message at a time.
 pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, batch: &Classified, now: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
     let Classified { verdicts, keys, details } = batch;
-    let known = Known::look_up(store, &verdicts).await?;
+    let known = Known::look_up(store, verdicts).await?;
     let own = cfg.rep(rep_id).map(|r| r.email.as_str());
     let mut decisions: Vec<Decision> = (0..verdicts.len())
         .map(|i| {
