@@ -63,10 +63,11 @@ pub const MAX_MESSAGE_BYTES: u32 = 50 * 1024 * 1024;
 
 /// Bodies are fetched in batches of at most this many messages or bytes; the
 /// position is saved after each batch. Two batches are held at a time: one
-/// recorded while the next is fetched and classified. Each batch is recorded in one
-/// transaction, so a larger one costs fewer commits: 11,500 replies/s with
-/// 50, 16,800 with 500 (10,000 replies, 2 cores). After a crash at most a
-/// batch is read again, and recording it again changes nothing.
+/// recorded while the next is fetched and classified. Each batch is
+/// recorded in one transaction, so a larger one costs fewer commits: 11,500
+/// replies/s with 50, 16,800 with 500 (10,000 replies, 2 cores). After a
+/// crash at most a batch is read again, and recording it again changes
+/// nothing.
 pub const BATCH_MESSAGES: usize = 500;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 

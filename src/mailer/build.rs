@@ -60,7 +60,7 @@ pub fn build(o: &Outgoing) -> Result<Message, SendError> {
     let to = mailbox(&o.to_name, &o.to)?;
 
     // Given, so that lettre does not derive it by parsing the From and To
-    // headers it has just formatted (5% of a send's instructions). The
+    // headers it has just formatted (4% of dispatch's instructions). The
     // envelope is not what goes on the wire: the SMTP pool sends its own.
     let envelope = lettre::address::Envelope::new(Some(from.email.clone()), vec![to.email.clone()])
         .map_err(|e| SendError::Local(format!("cannot build the envelope: {e}")))?;

@@ -246,9 +246,9 @@ impl Store {
                             json_rows(pool, "$1", &[("id", Col::Int), ("stage", Col::Text)])
                         );
                         sqlx::query(&sql).bind(json_array(&advanced)).bind(now).execute(&mut *tx).await?;
-                        touched.extend(details
-                            .iter()
-                            .map(|(i, lead_id, detail)| (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now)));
+                        touched.extend(details.iter().map(|(i, lead_id, detail)| {
+                            (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now)
+                        }));
                     }
 
                     // Same company: the colleagues' live enrollments stop.

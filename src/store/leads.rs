@@ -275,7 +275,7 @@ impl Store {
             // What the batch touches, looked up set-wise: leads that exist
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
-                        let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
+            let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
             let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_key_rows(pool, "$1", Col::Text)))
                 .bind(json_keys(&addresses))
                 .fetch_all(&mut *tx)
