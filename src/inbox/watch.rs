@@ -388,7 +388,7 @@ pub async fn sync_once<H: Handler>(
         let position = Position { rep_id, folder, uid_validity, synced_at: old_synced };
         let mut next = match batches.first() {
             Some(first) => fetch_prepared::<H>(session, &server, first).await?,
-            None => Fetched::default(),
+            None => None,
         };
         for (i, batch) in batches.iter().enumerate() {
             let fetched = std::mem::take(&mut next);
@@ -397,7 +397,7 @@ pub async fn sync_once<H: Handler>(
             let prefetch = async {
                 match batches.get(i + 1) {
                     Some(following) => fetch_prepared::<H>(session, &server, following).await,
-                    None => Ok(Fetched::default()),
+                    None => Ok(None),
                 }
             };
             let (prefetched, handled) =
@@ -435,28 +435,26 @@ async fn fetch_bodies(session: &mut Session, server: &str, batch: &[(u32, u32)])
 }
 
 /// A fetched batch: the UIDs read, and their messages prepared by the
-/// handler (`None` when there was nothing to read).
+/// handler.
 struct Fetched<P> {
     uids: Vec<u32>,
-    prepared: Option<P>,
-}
-
-impl<P> Default for Fetched<P> {
-    fn default() -> Self {
-        Fetched { uids: Vec::new(), prepared: None }
-    }
+    prepared: P,
 }
 
 /// Fetches `batch`'s bodies and has them prepared on a blocking thread
 /// (the messages too large to read, and those expunged since the
-/// listing, are left out).
-async fn fetch_prepared<H: Handler>(session: &mut Session, server: &str, batch: &[(u32, u32)]) -> Result<Fetched<H::Prepared>, WatchError> {
+/// listing, are left out); `None` when there is nothing to read.
+async fn fetch_prepared<H: Handler>(
+    session: &mut Session,
+    server: &str,
+    batch: &[(u32, u32)],
+) -> Result<Option<Fetched<H::Prepared>>, WatchError> {
     let (uids, raws): (Vec<u32>, Vec<Vec<u8>>) = fetch_bodies(session, server, batch).await?.into_iter().unzip();
     if raws.is_empty() {
-        return Ok(Fetched { uids, prepared: None });
+        return Ok(None);
     }
     let prepared = tokio::task::spawn_blocking(move || H::prepare(raws)).await.expect("preparing a batch does not panic");
-    Ok(Fetched { uids, prepared: Some(prepared) })
+    Ok(Some(Fetched { uids, prepared }))
 }
 
 /// Where a sync saves its progress.
@@ -474,7 +472,7 @@ struct Position<'a> {
 /// before the batch: all of it is read again.
 async fn hand_over<H: Handler>(
     batch: &[(u32, u32)],
-    fetched: Fetched<H::Prepared>,
+    fetched: Option<Fetched<H::Prepared>>,
     handler: &mut H,
     store: &Store,
     at: &Position<'_>,
@@ -491,10 +489,10 @@ async fn hand_over<H: Handler>(
         );
         report.skipped.push(uid);
     }
-    if let Some(prepared) = fetched.prepared {
+    if let Some(Fetched { uids, prepared }) = fetched {
         report.acted += handler.handle(prepared).await?;
+        report.uids.extend(uids);
     }
-    report.uids.extend(fetched.uids);
     report.last_uid = batch.last().map_or(report.last_uid, |(uid, _)| *uid);
     store.save_mailbox_state(at.rep_id, at.folder, i64::from(at.uid_validity), i64::from(report.last_uid), at.synced_at).await?;
     Ok(())

@@ -98,6 +98,16 @@ pub(crate) enum Col {
     Text,
 }
 
+impl Col {
+    fn pg_type(self) -> &'static str {
+        match self {
+            Col::Int => "int8",
+            Col::Float => "float8",
+            Col::Text => "text",
+        }
+    }
+}
+
 impl Backend for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const SKIP_LOCKED: &'static str = "";
@@ -134,26 +144,11 @@ impl Backend for sqlx::Postgres {
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7262026)");
     const SINGLE_INSTANCE: bool = false;
     fn json_rows(param: &str, cols: &[(&str, Col)]) -> String {
-        let cols: Vec<String> = cols
-            .iter()
-            .map(|(name, col)| {
-                let ty = match col {
-                    Col::Int => "int8",
-                    Col::Float => "float8",
-                    Col::Text => "text",
-                };
-                format!("{name} {ty}")
-            })
-            .collect();
+        let cols: Vec<String> = cols.iter().map(|(name, col)| format!("{name} {}", col.pg_type())).collect();
         format!("jsonb_to_recordset({param}::jsonb) AS v({})", cols.join(", "))
     }
     fn json_key_rows(param: &str, col: Col) -> String {
-        let ty = match col {
-            Col::Int => "int8",
-            Col::Float => "float8",
-            Col::Text => "text",
-        };
-        format!("(SELECT value::{ty} AS key FROM jsonb_array_elements_text({param}::jsonb)) AS v")
+        format!("(SELECT value::{} AS key FROM jsonb_array_elements_text({param}::jsonb)) AS v", col.pg_type())
     }
     fn json_agg(inner: &str, _cols: &str) -> String {
         format!("SELECT coalesce(json_agg(t), '[]')::text FROM ({inner}) t")
