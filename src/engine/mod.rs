@@ -324,6 +324,9 @@ impl Engine {
                 break;
             }
         }
+        if started > 0 {
+            tracing::debug!(started, "sends claimed");
+        }
         Ok(started)
     }
 
@@ -417,6 +420,7 @@ impl Engine {
                 }
                 None => Err(SendError::Local(format!("rep `{rep}` is not configured"))),
             };
+            tracing::debug!(send_id, rep = %rep, ok = result.is_ok(), "send answered");
             // The queue has room now; the pass may top it up while this
             // outcome waits for its group commit.
             engine.inflight.answered(&rep);

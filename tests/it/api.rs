@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::fixtures::{Daemon, Opts, Project, SECRET};
+use crate::support::SETTLE;
 
 const NIK: &str = "nik-token-3f9a";
 const ANA: &str = "ana-token-77c1";
@@ -469,7 +470,7 @@ async fn tasks_are_listed_and_closed_per_rep() {
     });
     api.enroll(NIK, json!({"email": "ana@acme.example", "sequence": "call-first", "company": "Acme", "first_name": "Ana"})).await;
     api.enroll(ANA, json!({"email": "bo@globex.example", "sequence": "call-first", "company": "Globex"})).await;
-    let all = crate::support::poll_until("both tasks created", Duration::from_secs(20), || async {
+    let all = crate::support::poll_until("both tasks created", SETTLE, || async {
         let (_, v) = api.get("/api/v1/tasks", MANAGER).await;
         (v["count"] == 2).then_some(v)
     })

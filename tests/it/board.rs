@@ -21,6 +21,7 @@ use crate::fixtures::{Daemon, Opts, Project};
 use crate::support::dovecot::Dovecot;
 use crate::support::smtp::{SmtpOptions, SmtpServer};
 use crate::support::wait_until_blocking;
+use crate::support::SETTLE;
 
 const NIK: &str = "nik-board-token-41c7";
 const ANA: &str = "ana-board-token-9e02";
@@ -695,7 +696,7 @@ async fn a_held_card_says_why_from_explain() {
     b.p.ok(&["enroll", "ana@acme.example", "--sequence", "demo", "--rep", "nik", "--first-name", "Ana", "--company", "Acme"]);
     b.p.ok(&["enroll", "bo@globex.example", "--sequence", "demo", "--rep", "ana", "--first-name", "Bo", "--company", "Globex"]);
     let (held, sent) = (b.lead_id("ana@acme.example"), b.lead_id("bo@globex.example"));
-    wait_until_blocking("ana's rep sends Bo's intro", Duration::from_secs(30), || {
+    wait_until_blocking("ana's rep sends Bo's intro", SETTLE, || {
         b.p.sql(&format!("SELECT count(*) FROM touchpoints WHERE lead_id = {sent} AND kind = 'email_sent'")) == "1"
     });
     // Due an hour ago rather than just now (the daemon runs on the real clock).

@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use clap::CommandFactory;
 use serde_json::Value;
 
 use crate::fixtures::{text, Daemon, Opts, Project, SECRET};
 use crate::support::smtp::{SmtpOptions, SmtpServer};
+use crate::support::SETTLE;
 use crate::support::{cadence, wait_until_blocking};
 
 /// Monday 2026-12-14 15:00 UTC: inside every send window used here.
@@ -74,11 +74,11 @@ fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Daemo
 /// The daemon's life as a service manager sees it: started, reloaded with
 /// SIGHUP, stopped with SIGTERM (exit 0). Returns the log.
 fn start_reload_stop(daemon: Daemon) -> String {
-    wait_until_blocking("cadence run to listen", Duration::from_secs(30), || daemon.log().contains("http listening"));
+    wait_until_blocking("cadence run to listen", SETTLE, || daemon.log().contains("http listening"));
     daemon.signal("HUP");
-    wait_until_blocking("the SIGHUP reload", Duration::from_secs(30), || daemon.log().contains("SIGHUP: config and templates reloaded"));
+    wait_until_blocking("the SIGHUP reload", SETTLE, || daemon.log().contains("SIGHUP: config and templates reloaded"));
     let log_path = daemon.log.clone();
-    let status = daemon.terminate(Duration::from_secs(30));
+    let status = daemon.terminate(SETTLE);
     let log = std::fs::read_to_string(log_path).unwrap();
     assert!(status.success(), "exit 0 on SIGTERM, got {status:?}:\n{log}");
     assert!(log.contains("cadence stopped"), "{log}");
@@ -497,7 +497,7 @@ fn dkim_signatures_verify_with_an_independent_verifier() {
         }
         let out = tick.output().unwrap();
         assert!(out.status.success(), "{}: tick: {}", case.kind, text(&out.stderr));
-        let got = server.wait_for(1, Duration::from_secs(10));
+        let got = server.wait_for(1, SETTLE);
         let msg = &got[0];
         let sig = msg.header("DKIM-Signature").unwrap_or_else(|| panic!("{}: no DKIM-Signature:\n{}", case.kind, text(&msg.raw)));
         let algo = if case.kind == "rsa" { "a=rsa-sha256" } else { "a=ed25519-sha256" };

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration as CDuration, Utc};
 
 use crate::fixtures::{text, Opts, Project};
 use crate::support::smtp::{Fault, SmtpOptions, SmtpServer, Stage};
+use crate::support::SETTLE;
 
 fn smtp_project(server: &SmtpServer, opts: Opts) -> Project {
     Project::new(Opts { smtp_port: Some(server.port()), ..opts })
@@ -273,7 +274,7 @@ fn a_killed_daemon_never_sends_twice() {
     let daemon = p.spawn_run(&[]);
     // Wait until the hung sends are in flight (committed `sending`, server stuck
     // after the final dot) and others have gone out.
-    crate::support::wait_until_blocking("hung sends in flight", Duration::from_secs(30), || {
+    crate::support::wait_until_blocking("hung sends in flight", SETTLE, || {
         p.sql("SELECT count(*) FROM sends WHERE state = 'sending' AND recipient LIKE '%@hang.example'") == "3"
     });
     daemon.kill9();
@@ -284,7 +285,7 @@ fn a_killed_daemon_never_sends_twice() {
     crate::support::wait_until_blocking("every lead sent or send_unknown", Duration::from_secs(60), || {
         p.sql("SELECT count(*) FROM enrollments WHERE touches = 1") == "153"
     });
-    let status = daemon.terminate(Duration::from_secs(30));
+    let status = daemon.terminate(SETTLE);
     assert!(status.success());
     assert_eq!(p.sql("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
     let unknown: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'send_unknown'").parse().unwrap();
@@ -322,8 +323,8 @@ fn sigterm_finishes_in_flight_sends() {
     let file = p.tmp.write("leads.csv", &csv);
     p.ok(&["import", file.to_str().unwrap(), "--sequence", "always"]);
     let daemon = p.spawn_run(&[]);
-    crate::support::wait_until_blocking("some emails out", Duration::from_secs(30), || server.message_count() >= 20);
-    let status = daemon.terminate(Duration::from_secs(30));
+    crate::support::wait_until_blocking("some emails out", SETTLE, || server.message_count() >= 20);
+    let status = daemon.terminate(SETTLE);
     assert!(status.success(), "exit 0 on SIGTERM");
     assert_eq!(p.sql("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
     let sent: usize = p.sql("SELECT count(*) FROM sends WHERE state = 'sent'").parse().unwrap();
@@ -339,11 +340,11 @@ fn the_daemon_sends_a_new_enrollment_without_waiting_for_a_tick() {
     let cfg = std::fs::read_to_string(p.tmp.config_path()).unwrap();
     p.tmp.write_config(&cfg.replace("tick_interval = \"1s\"", "tick_interval = \"60s\""));
     let daemon = p.spawn_run(&[]);
-    crate::support::wait_until_blocking("daemon started", Duration::from_secs(10), || daemon.log().contains("cadence started"));
+    crate::support::wait_until_blocking("daemon started", SETTLE, || daemon.log().contains("cadence started"));
     p.ok(&["enroll", "now@acme.example", "--sequence", "always", "--company", "Acme"]);
-    let got = server.wait_for(1, Duration::from_secs(10));
+    let got = server.wait_for(1, SETTLE);
     assert_eq!(got[0].rcpt_to, ["now@acme.example"]);
-    assert!(daemon.terminate(Duration::from_secs(10)).success());
+    assert!(daemon.terminate(SETTLE).success());
     let _ = text(&[]);
 }
 
@@ -353,15 +354,15 @@ fn a_slow_server_holds_only_its_own_rep() {
     let stuck = SmtpServer::start(SmtpOptions { faults: vec![Fault::hang(Stage::Connect)], ..Default::default() });
     let fine = SmtpServer::start(SmtpOptions::default());
     let p =
-        Project::new(Opts { smtp_port: Some(stuck.port()), smtp_timeout: "60s", second_rep_smtp: Some(fine.port()), ..Opts::default() });
+        Project::new(Opts { smtp_port: Some(stuck.port()), smtp_timeout: "600s", second_rep_smtp: Some(fine.port()), ..Opts::default() });
     let daemon = p.spawn_run(&[]);
-    crate::support::wait_until_blocking("daemon started", Duration::from_secs(10), || daemon.log().contains("cadence started"));
+    crate::support::wait_until_blocking("daemon started", SETTLE, || daemon.log().contains("cadence started"));
     p.ok(&["enroll", "slow@acme.example", "--sequence", "always", "--company", "Acme", "--rep", "nik"]);
-    crate::support::wait_until_blocking("nik's send stuck in flight", Duration::from_secs(10), || {
+    crate::support::wait_until_blocking("nik's send stuck in flight", SETTLE, || {
         p.sql("SELECT count(*) FROM sends WHERE rep = 'nik' AND state = 'sending'") == "1"
     });
     p.ok(&["enroll", "quick@beta.example", "--sequence", "always", "--company", "Beta", "--rep", "ana"]);
-    let got = fine.wait_for(1, Duration::from_secs(10));
+    let got = fine.wait_for(1, SETTLE);
     assert_eq!(got[0].rcpt_to, ["quick@beta.example"]);
     assert_eq!(p.sql("SELECT count(*) FROM sends WHERE rep = 'nik' AND state = 'sending'"), "1", "nik's server is still hanging");
     assert_eq!(stuck.message_count(), 0);

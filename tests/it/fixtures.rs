@@ -326,7 +326,8 @@ impl Project {
         let log = self.tmp.root().join(format!("run-{}.log", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.tmp.cadence();
-        cmd.env("CADENCE_SECRET", SECRET).env("RUST_LOG", "info");
+        // Debug for cadence itself: a failed test prints this log.
+        cmd.env("CADENCE_SECRET", SECRET).env("RUST_LOG", "info,cadence=debug");
         if let Some((_, pw)) = &self.opts.imap {
             cmd.env("CADENCE_IMAP_PASSWORD_NIK", pw);
         }
@@ -389,5 +390,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the daemon was doing.
+        if std::thread::panicking() {
+            eprintln!("--- log of cadence run ({}) ---\n{}--- end of log ---", self.log.display(), self.log());
+        }
     }
 }

@@ -3,11 +3,10 @@
 //! seconds later): once per schedule point, a missed fire once at start, and
 //! the digest reaches a real SMTP server.
 
-use std::time::Duration;
-
 use crate::fixtures::{Opts, Project};
 use crate::support::smtp::{SmtpOptions, SmtpServer};
 use crate::support::wait_until_blocking;
+use crate::support::SETTLE;
 
 fn project(server: &SmtpServer) -> Project {
     let p = Project::new(Opts { smtp_port: Some(server.port()), ..Opts::default() });
@@ -47,9 +46,9 @@ fn the_hygiene_cron_fires_once_per_schedule_point_through_run() {
         crate::fixtures::Daemon { child, log }
     };
     let expect = format!("{}|done\n{}|done", NOV30_07, NOV30_07 + DAY);
-    wait_until_blocking("two fires done", Duration::from_secs(20), || fires(&p) == expect);
-    server.wait_for(2, Duration::from_secs(10));
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    wait_until_blocking("two fires done", SETTLE, || fires(&p) == expect);
+    server.wait_for(2, SETTLE);
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(fires(&p), expect, "one row per schedule point");
     assert_eq!(digests(&server), 2, "one digest per fire");
     let digest = server.messages().into_iter().find(|m| m.rcpt_to == ["manager@vendor.test"]).unwrap();
@@ -73,9 +72,9 @@ fn a_fire_missed_while_the_daemon_was_down_runs_once_at_start() {
     let child = cmd.args(["run", "--now", "2026-12-03T08:00:00Z"]).stdout(f.try_clone().unwrap()).stderr(f).spawn().unwrap();
     let daemon = crate::fixtures::Daemon { child, log };
     let expect = format!("{}|done\n{}|done", NOV30_07, NOV30_07 + 3 * DAY);
-    wait_until_blocking("the missed fire ran", Duration::from_secs(20), || fires(&p) == expect);
-    server.wait_for(2, Duration::from_secs(10));
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    wait_until_blocking("the missed fire ran", SETTLE, || fires(&p) == expect);
+    server.wait_for(2, SETTLE);
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(fires(&p), expect, "only the latest missed fire, once");
     assert_eq!(digests(&server), 2);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::fixtures::{Opts, Project};
 use crate::support::dovecot::Dovecot;
 use crate::support::smtp::{SmtpOptions, SmtpServer};
+use crate::support::SETTLE;
 
 const PW: &str = "imap-pw-7d1";
 
@@ -214,26 +215,26 @@ async fn a_reply_is_acted_on_within_seconds_under_idle_and_after_a_restart() {
     let daemon = r.p.spawn_run(&[]);
     r.p.ok(&["enroll", "ana@acme.example", "--sequence", "always", "--company", "Acme"]);
     r.p.ok(&["enroll", "bo@beta.example", "--sequence", "always", "--company", "Beta"]);
-    let sent = r.smtp.wait_for(2, Duration::from_secs(20));
+    let sent = r.smtp.wait_for(2, SETTLE);
     let to_ana = sent.iter().find(|m| m.rcpt_to[0] == "ana@acme.example").unwrap();
     let to_bo = sent.iter().find(|m| m.rcpt_to[0] == "bo@beta.example").unwrap();
     // Under IDLE: acted on within seconds, no restart, no tick.
     r.imap
         .append("nik", "INBOX", &reply("ana@acme.example", &message_id(to_ana), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk."))
         .await;
-    crate::support::wait_until_blocking("reply recorded through IDLE", Duration::from_secs(10), || {
+    crate::support::wait_until_blocking("reply recorded through IDLE", Duration::from_secs(20), || {
         r.p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
     });
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert!(daemon.terminate(SETTLE).success());
     // While the daemon is down, Bo replies; the restart acts on it.
     r.imap
         .append("nik", "INBOX", &reply("bo@beta.example", &message_id(to_bo), "Mon, 30 Nov 2026 10:06:00 +0000", "Not now, thanks."))
         .await;
     let daemon = r.p.spawn_run(&[]);
-    crate::support::wait_until_blocking("reply recorded at restart", Duration::from_secs(20), || {
+    crate::support::wait_until_blocking("reply recorded at restart", SETTLE, || {
         r.p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
     });
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(r.p.sql("SELECT count(*) FROM touchpoints WHERE kind = 'reply'"), "2", "each reply recorded once");
 }
 

@@ -11,6 +11,7 @@ use cadence::mailer::{new_message_id, prepare, Outgoing, RepMailer, SendError};
 use chrono::TimeZone;
 
 use crate::support::smtp::{Fault, ServerTls, SmtpOptions, SmtpServer, Stage};
+use crate::support::SETTLE;
 
 fn find(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -72,7 +73,7 @@ async fn plain_send_arrives_byte_exact() {
     let prepared = prepare(&o).unwrap();
     m.send_prepared(&prepared).await.expect("send");
 
-    let got = server.wait_for(1, Duration::from_secs(10));
+    let got = server.wait_for(1, SETTLE);
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.mail_from, "nik@example.com");
@@ -108,7 +109,7 @@ async fn transient_451_at_rcpt_then_success() {
     assert!(first.is_transient(), "{first:?}");
     assert!(first.to_string().contains("451"), "{first}");
     m.send(&o).await.expect("second send");
-    let got = server.wait_for(1, Duration::from_secs(10));
+    let got = server.wait_for(1, SETTLE);
     assert_eq!(got.len(), 1, "exactly one message stored");
     assert_eq!(server.stats().faults_fired, 1);
 }
@@ -129,7 +130,7 @@ async fn rcpt_550_is_a_permanent_recipient_refusal() {
     }
     // The fault is per recipient: others still go through.
     m.send(&outgoing("dana@lead.example.org")).await.expect("other recipient");
-    assert_eq!(server.wait_for(1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(server.wait_for(1, SETTLE).len(), 1);
 }
 
 #[tokio::test]
@@ -149,7 +150,7 @@ async fn the_envelope_is_pipelined_only_where_the_server_offers_it() {
         let bounce = m.send(&outgoing("gone@lead.example.org")).await.expect_err("refused at RCPT");
         assert!(matches!(bounce, SendError::Permanent { code: 550, recipient: true, .. }), "{bounce:?}");
         m.send(&outgoing("erin@lead.example.org")).await.expect("after the refusal");
-        assert_eq!(server.wait_for(2, Duration::from_secs(10)).len(), 2);
+        assert_eq!(server.wait_for(2, SETTLE).len(), 2);
         let stats = server.stats();
         assert_eq!((stats.mail, stats.mail_pipelined), (3, if offered { 3 } else { 0 }), "offered: {offered}, {stats:?}");
     }
@@ -244,7 +245,7 @@ async fn starttls_with_private_ca() {
     let m = mailer(server.smtp_config());
     m.send(&outgoing("dana@lead.example.org")).await.expect("starttls send");
     m.send(&outgoing("dana@lead.example.org")).await.expect("reused");
-    assert_eq!(server.wait_for(2, Duration::from_secs(10)).len(), 2);
+    assert_eq!(server.wait_for(2, SETTLE).len(), 2);
     assert_eq!(server.stats().connections, 1);
 }
 
@@ -254,7 +255,7 @@ async fn implicit_tls_with_private_ca() {
     let server = SmtpServer::start(SmtpOptions { tls: ServerTls::Implicit, ..Default::default() });
     let m = mailer(server.smtp_config());
     m.send(&outgoing("dana@lead.example.org")).await.expect("tls send");
-    assert_eq!(server.wait_for(1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(server.wait_for(1, SETTLE).len(), 1);
 }
 
 #[tokio::test]
@@ -307,7 +308,7 @@ async fn stale_pooled_connection_is_replaced_transparently() {
     // The server hangs up on the pooled connection's next command.
     server.set_faults(&[Fault::reply(Stage::Mail, "421 4.4.2 idle too long").once()]);
     m.send(&outgoing("dana@lead.example.org")).await.expect("retried on a fresh connection");
-    assert_eq!(server.wait_for(2, Duration::from_secs(10)).len(), 2);
+    assert_eq!(server.wait_for(2, SETTLE).len(), 2);
     assert_eq!(server.stats().connections, 2);
 }
 
@@ -329,7 +330,7 @@ async fn twenty_concurrent_sends_share_the_pool() {
     for t in tasks {
         t.await.unwrap().expect("send");
     }
-    let got = server.wait_for_async(20, Duration::from_secs(20)).await;
+    let got = server.wait_for_async(20, SETTLE).await;
     assert_eq!(got.len(), 20);
     let seen: HashSet<String> = got.iter().map(|r| r.header("Message-ID").unwrap()).collect();
     assert_eq!(seen, ids, "every message exactly once");

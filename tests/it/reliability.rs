@@ -13,6 +13,7 @@ use crate::fixtures::{text, Opts, Project};
 use crate::support::dovecot::Dovecot;
 use crate::support::smtp::{Fault, SmtpOptions, SmtpServer, Stage};
 use crate::support::wait_until_blocking;
+use crate::support::SETTLE;
 
 fn bare_id(id: &str) -> String {
     id.trim().trim_start_matches('<').trim_end_matches('>').to_string()
@@ -63,7 +64,7 @@ fn soak_sigkill_20_times_while_sending_5000() {
             std::thread::sleep(Duration::from_millis(rng.gen_range(0..80)));
             before_start += 1;
         } else {
-            wait_until_blocking("the daemon to start", Duration::from_secs(30), || daemon.log().contains("cadence started"));
+            wait_until_blocking("the daemon to start", SETTLE, || daemon.log().contains("cadence started"));
             std::thread::sleep(Duration::from_millis(rng.gen_range(0..250)));
         }
         daemon.kill9();
@@ -82,7 +83,7 @@ fn soak_sigkill_20_times_while_sending_5000() {
         count(&p, "SELECT count(*) FROM enrollments WHERE touches = 0") == 0
     });
     let final_secs = final_start.elapsed().as_secs_f64();
-    let status = daemon.terminate(Duration::from_secs(30));
+    let status = daemon.terminate(SETTLE);
     assert!(status.success(), "clean exit after the soak");
     let final_sent = server.message_count() - received_before;
     eprintln!("soak: the last run sent {final_sent} in {final_secs:.1} s ({:.0}/s)", final_sent as f64 / final_secs);
@@ -296,16 +297,16 @@ async fn hostile_inbound_mail_is_survived_and_recorded_once() {
 
     // The daemon's watcher: more garbage, then Bo's reply is acted on.
     let daemon = p.spawn_run(&[]);
-    wait_until_blocking("the daemon to start", Duration::from_secs(15), || daemon.log().contains("cadence started"));
+    wait_until_blocking("the daemon to start", SETTLE, || daemon.log().contains("cadence started"));
     let bo_reply = format!(
         "From: bo@beta.example\r\nTo: nik@vendor.test\r\nSubject: Re: hi\r\nMessage-ID: <bo-reply@beta.example>\r\nIn-Reply-To: {id}\r\n\r\nCall me.\r\n",
         id = intro("bo@beta.example")
     );
     imap.append_all("nik", "INBOX", [broken_mime.as_slice(), &bad_encoding, b"\r\n\r\n", bo_reply.as_bytes()]).await;
-    wait_until_blocking("Bo's reply recorded by the running watcher", Duration::from_secs(30), || {
+    wait_until_blocking("Bo's reply recorded by the running watcher", SETTLE, || {
         p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'bo@beta.example'") == "replied"
     });
-    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(times(&p, "bo@beta.example", "reply"), 1);
     assert_eq!(times(&p, "ana@acme.example", "reply"), 1);
 }
@@ -452,7 +453,7 @@ async fn secrets_never_appear_in_any_output() {
         printed.push((format!("{method} {path}"), format!("{headers}\n{body}")));
     }
     let log_path = daemon.log.clone();
-    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert!(daemon.terminate(SETTLE).success());
     printed.push(("cadence run log (debug)".into(), std::fs::read_to_string(log_path).expect("daemon log")));
     let log = printed.last().unwrap().1.clone();
     assert!(log.contains("DEBUG") || log.contains("debug"), "the daemon really logged at debug level");
@@ -725,12 +726,12 @@ async fn fifty_concurrent_enrollments_while_dispatching_and_reading_the_inbox() 
         p.sql("SELECT count(*) FROM enrollments WHERE touches = 0") == "0"
     })
     .await;
-    crate::support::wait_until("the watcher to read all 40", Duration::from_secs(30), || {
+    crate::support::wait_until("the watcher to read all 40", SETTLE, || {
         p.sql("SELECT last_uid FROM mailboxes WHERE rep = 'nik'").parse::<u32>().is_ok_and(|n| n >= 40)
     })
     .await;
     let log_path = daemon.log.clone();
-    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert!(daemon.terminate(SETTLE).success());
     let log = std::fs::read_to_string(log_path).unwrap();
     assert!(!log.contains("database is locked"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
@@ -857,7 +858,7 @@ async fn control_characters_in_every_field_by_csv_and_http() {
     body["fields"] = serde_json::json!({"plan": "pro\r\nBcc: z@evil.example"});
     let resp = http.post(format!("{base}/api/v1/enrollments")).bearer_auth("mgr-ctl").json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 422);
-    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(count(&p, "SELECT count(*) FROM leads WHERE email = 'api@acme.example'"), 0);
 }
 

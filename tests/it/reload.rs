@@ -1,11 +1,10 @@
 //! SIGHUP reloads config and templates: a broken template is refused and
 //! the old one keeps sending; a fixed one takes effect.
 
-use std::time::Duration;
-
 use crate::fixtures::{Opts, Project};
 use crate::support::smtp::{SmtpOptions, SmtpServer};
 use crate::support::wait_until_blocking;
+use crate::support::SETTLE;
 
 #[test]
 fn sighup_keeps_the_old_templates_when_the_new_ones_are_broken() {
@@ -37,14 +36,14 @@ fn sighup_keeps_the_old_templates_when_the_new_ones_are_broken() {
             .expect("curl");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "enroll {email}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    let subject_of = |n: usize| server.wait_for(n, Duration::from_secs(10))[n - 1].header("Subject").unwrap();
+    let subject_of = |n: usize| server.wait_for(n, SETTLE)[n - 1].header("Subject").unwrap();
 
     enroll("one@acme.example");
     assert_eq!(subject_of(1), "Quick question about Acme");
 
     p.tmp.write_template("intro", "---\nsubject: \"Broken {{company\"\n---\nHello {{#if first_name}}\n");
     daemon.signal("HUP");
-    wait_until_blocking("the broken reload is refused", Duration::from_secs(10), || daemon.log().contains("keeping the old one"));
+    wait_until_blocking("the broken reload is refused", SETTLE, || daemon.log().contains("keeping the old one"));
     enroll("two@acme.example");
     assert_eq!(subject_of(2), "Quick question about Acme", "still the old template");
 
@@ -53,10 +52,10 @@ fn sighup_keeps_the_old_templates_when_the_new_ones_are_broken() {
         "---\nsubject: \"A better question for {{company}}\"\n---\nHi {{default first_name \"there\"}},\n\nNew text.\n\n{{> signature}}\n",
     );
     daemon.signal("HUP");
-    wait_until_blocking("the fixed reload is taken", Duration::from_secs(10), || daemon.log().contains("config and templates reloaded"));
+    wait_until_blocking("the fixed reload is taken", SETTLE, || daemon.log().contains("config and templates reloaded"));
     enroll("three@acme.example");
     assert_eq!(subject_of(3), "A better question for Acme");
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert!(daemon.terminate(SETTLE).success());
 }
 
 /// A rep given an inbox by a reload is watched at once (a reply is acted on
@@ -75,21 +74,21 @@ async fn sighup_starts_and_stops_inbox_watchers_to_match_the_config() {
 
     let daemon = p.spawn_run(&[]);
     p.ok(&["enroll", "ana@acme.example", "--sequence", "always", "--company", "Acme"]);
-    let first = smtp.wait_for(1, Duration::from_secs(20)).remove(0);
+    let first = smtp.wait_for(1, SETTLE).remove(0);
     imap.append("nik", "INBOX", &reply("ana@acme.example", &message_id(&first), "Mon, 30 Nov 2026 10:05:00 +0000", "Yes, let's talk."))
         .await;
     assert!(!daemon.log().contains("inbox watcher connected"), "no inbox configured yet");
 
     p.tmp.write_config(&with_inbox);
     daemon.signal("HUP");
-    wait_until_blocking("the reply recorded by the new watcher", Duration::from_secs(20), || {
+    wait_until_blocking("the reply recorded by the new watcher", SETTLE, || {
         p.sql("SELECT state FROM enrollments e JOIN leads l ON l.id = e.lead_id WHERE l.email = 'ana@acme.example'") == "replied"
     });
 
     p.tmp.write_config(&without_inbox);
     daemon.signal("HUP");
-    wait_until_blocking("the watcher stops", Duration::from_secs(10), || daemon.log().contains("inbox no longer configured"));
+    wait_until_blocking("the watcher stops", SETTLE, || daemon.log().contains("inbox no longer configured"));
     let log = daemon.log();
-    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    assert!(daemon.terminate(SETTLE).success());
     assert_eq!(log.matches("inbox watcher connected").count(), 1, "{log}");
 }

@@ -8,6 +8,7 @@ use crate::fixtures::{Backend, Daemon, Opts, Project};
 use crate::support::dovecot::Dovecot;
 use crate::support::smtp::{SmtpOptions, SmtpServer};
 use crate::support::wait_until_blocking;
+use crate::support::SETTLE;
 
 fn import(p: &Project, n: usize, tag: &str) {
     let mut csv = String::from("email,company\n");
@@ -47,7 +48,7 @@ fn three_daemons_share_3000_due_leads_and_send_each_once() {
     });
     let elapsed = started.elapsed();
     for d in daemons {
-        assert!(d.terminate(Duration::from_secs(30)).success());
+        assert!(d.terminate(SETTLE).success());
     }
     assert_eq!(no_message_id_twice(&server), 3000);
     let shares: HashMap<String, usize> = p
@@ -69,17 +70,15 @@ fn a_daily_cap_holds_across_three_daemons() {
     let p = Project::on(Backend::Postgres, Opts { smtp_port: Some(server.port()), daily_limit: 50, ..Opts::default() });
     let daemons: Vec<Daemon> = (0..3).map(|_| p.spawn_run(&[])).collect();
     for d in &daemons {
-        wait_until_blocking("daemon started", Duration::from_secs(20), || d.log().contains("cadence started"));
+        wait_until_blocking("daemon started", SETTLE, || d.log().contains("cadence started"));
     }
     import(&p, 300, "c");
     server.wait_for(50, Duration::from_secs(60));
     // Every daemon has looked at the due work since the cap filled (each
     // logs its passes); then stop them and count.
-    wait_until_blocking("nothing in flight", Duration::from_secs(30), || {
-        p.sql("SELECT count(*) FROM sends WHERE state = 'sending'") == "0"
-    });
+    wait_until_blocking("nothing in flight", SETTLE, || p.sql("SELECT count(*) FROM sends WHERE state = 'sending'") == "0");
     for d in daemons {
-        assert!(d.terminate(Duration::from_secs(30)).success());
+        assert!(d.terminate(SETTLE).success());
     }
     assert_eq!(no_message_id_twice(&server), 50, "the rep's daily limit of 50 holds globally");
     assert_eq!(p.sql("SELECT count(*) FROM enrollments WHERE touches = 0 AND state = 'active'"), "250");
@@ -102,7 +101,7 @@ async fn a_killed_daemon_s_work_and_inbox_move_to_the_survivors() {
     let mut daemons: Vec<Option<Daemon>> = (0..3).map(|_| Some(p.spawn_run(&[]))).collect();
     // The daemons create the schema as they start: until then there is no
     // table to ask.
-    wait_until_blocking("an inbox lease holder", Duration::from_secs(30), || {
+    wait_until_blocking("an inbox lease holder", SETTLE, || {
         p.count("mailboxes") > 0 && !p.sql("SELECT coalesce(lease_holder, '') FROM mailboxes").is_empty()
     });
     import(&p, 2000, "k");

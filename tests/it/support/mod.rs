@@ -73,6 +73,14 @@ pub fn cadence() -> Command {
     cmd
 }
 
+/// How long a test waits for something that normally takes well under a
+/// second (an email to arrive, a reply to be recorded, a daemon to start or
+/// stop). Generous, because CI machines are shared and a debug build under a
+/// full suite can stall for seconds; a wait returns as soon as its event
+/// happens, so a passing test never pays it. Tests of a latency or a
+/// timeout bound name their own, tighter limit.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 /// Poll interval: starts short so fast conditions are seen fast, then backs
 /// off so a slow one does not burn a shared core.
 fn next_backoff(current: Duration) -> Duration {
