@@ -242,13 +242,21 @@ fn a_render_error_fails_that_send_and_pauses_only_that_lead() {
     // A template that uses the lead's title without a fallback.
     p.tmp.write_template("titled", "---\nsubject: \"For the {{title}}\"\n---\nHello.\n");
     p.tmp.write_sequence("titled", "[[steps]]\nwait = \"0s\"\ntemplate = \"titled\"\n");
+    // The same mistake in the body, which is rendered after the claim.
+    p.tmp.write_template("titled_body", "---\nsubject: \"Hello\"\n---\nAs {{title}} at your company...\n");
+    p.tmp.write_sequence("titled_body", "[[steps]]\nwait = \"0s\"\ntemplate = \"titled_body\"\n");
     p.ok(&["enroll", "notitle@acme.example", "--sequence", "titled", "--now", "2026-11-30T10:00:00Z"]);
+    p.ok(&["enroll", "nobodytitle@beta.example", "--sequence", "titled_body", "--now", "2026-11-30T10:00:00Z"]);
     p.ok(&["enroll", "fine@other.example", "--sequence", "titled", "--title", "CTO", "--now", "2026-11-30T10:00:00Z"]);
     assert_eq!(p.tick("2026-11-30T10:00:00Z")["sent"], 1);
-    let show = p.json(&["show", "notitle@acme.example"]);
-    assert_eq!(show["enrollments"][0]["state"], "paused");
-    let failed = show["touchpoints"].as_array().unwrap().iter().find(|t| t["kind"] == "send_failed").expect("send_failed");
-    assert!(failed["detail"].as_str().unwrap().contains("title"), "{failed}");
+    for lead in ["notitle@acme.example", "nobodytitle@beta.example"] {
+        let show = p.json(&["show", lead]);
+        assert_eq!(show["enrollments"][0]["state"], "paused", "{lead}");
+        let failed = show["touchpoints"].as_array().unwrap().iter().find(|t| t["kind"] == "send_failed").expect("send_failed");
+        assert!(failed["detail"].as_str().unwrap().contains("title"), "{failed}");
+        assert_eq!(failed["step"], 1, "{failed}");
+    }
+    assert_eq!(server.message_count(), 1);
     assert_eq!(server.messages()[0].rcpt_to, ["fine@other.example"]);
 }
 
