@@ -2,7 +2,6 @@
 //! two reps with their own tokens and a manager token, driven with reqwest.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -103,7 +102,7 @@ impl Api {
     }
 
     fn stop(mut self) {
-        let status = self.daemon.take().expect("daemon").terminate(Duration::from_secs(60));
+        let status = self.daemon.take().expect("daemon").terminate(SETTLE);
         assert!(status.success(), "cadence run exited with {status:?} after SIGTERM");
     }
 }

@@ -146,7 +146,7 @@ impl Board {
     }
 
     fn stop(mut self) {
-        let status = self.daemon.take().expect("daemon").terminate(Duration::from_secs(60));
+        let status = self.daemon.take().expect("daemon").terminate(SETTLE);
         assert!(status.success(), "cadence run exited with {status:?} after SIGTERM");
     }
 }

@@ -351,7 +351,7 @@ impl Daemon {
     /// The HTTP API's address, from the daemon's `http listening` log line.
     pub fn http_addr(&self) -> String {
         let mut addr = None;
-        crate::support::wait_until_blocking("the daemon's HTTP address in its log", std::time::Duration::from_secs(60), || {
+        crate::support::wait_until_blocking("the daemon's HTTP address in its log", crate::support::SETTLE, || {
             addr = self.log().lines().find(|l| l.contains("http listening")).and_then(|l| {
                 let rest = &l[l.find("addr=")? + 5..];
                 Some(rest.split_whitespace().next()?.to_string())
