@@ -127,16 +127,17 @@ fn mailbox(name: &str, address: &EmailAddress) -> Result<Mailbox, SendError> {
 }
 
 /// CRLF line endings, made in one pass: lettre would otherwise insert each
-/// `\r` in place, which is quadratic (minutes for a few MB).
+/// `\r` in place, which is quadratic (minutes for a few MB). Copied a line
+/// at a time, not a char at a time (which was 3% of dispatch's
+/// instructions, callgrind).
 fn crlf(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 32);
-    let mut prev = '\0';
-    for c in s.chars() {
-        if c == '\n' && prev != '\r' {
-            out.push('\r');
+    let mut lines = s.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        if lines.peek().is_some() {
+            out.push_str(if line.ends_with('\r') { "\n" } else { "\r\n" });
         }
-        out.push(c);
-        prev = c;
     }
     out
 }
