@@ -446,10 +446,15 @@ impl Engine {
             let rep = e.rep.clone();
             let result = match (&sender, job.render_body()) {
                 (_, Err(why)) => Err(why),
-                (Some(s), Ok(())) => {
-                    let _permit = s.permits.acquire().await.expect("semaphore open");
-                    s.mailer.send(&job.outgoing).await
-                }
+                // Built before the connection is taken, which would
+                // otherwise idle for the build.
+                (Some(s), Ok(())) => match s.mailer.prepare(&job.outgoing) {
+                    Ok(prepared) => {
+                        let _permit = s.permits.acquire().await.expect("semaphore open");
+                        s.mailer.send_prepared(&prepared).await
+                    }
+                    Err(e) => Err(e),
+                },
                 (None, Ok(())) => Err(SendError::Local(format!("rep `{rep}` is not configured"))),
             };
             tracing::debug!(send_id, rep = %rep, ok = result.is_ok(), "send answered");

@@ -4,10 +4,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::batch::{bind_rows, Rows};
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
-    dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, reserve_ids, Col, EnrollmentRow, LeadRow, Store,
-    StoreError, TouchpointRow,
+    dispatch, from_json_rows, json_agg, json_key_rows, json_keys, reserve_ids, Backend, Col, EnrollmentRow, LeadRow, Store, StoreError,
+    TouchpointRow,
 };
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
@@ -153,40 +154,28 @@ macro_rules! touches {
     ($tx:expr, $pool:expr, $rows:expr) => {{
         let rows: &[($crate::store::leads::NewTouch, i64)] = $rows;
         if !rows.is_empty() {
-            use $crate::store::{json_rows, Col};
-            let (inserts, last_touches) = $crate::store::leads::touch_batch(rows);
-            let cols = [
-                ("lead_id", Col::Int),
-                ("enrollment_id", Col::Int),
-                ("kind", Col::Text),
-                ("at", Col::Int),
-                ("rep", Col::Text),
-                ("subject", Col::Text),
-                ("message_id", Col::Text),
-                ("detail", Col::Text),
-                ("step", Col::Int),
-                ("created_at", Col::Int),
-            ];
+            use $crate::store::batch::bind_rows;
+            let (inserts, last_touches) = $crate::store::leads::touch_batch($pool, rows);
             let sql = format!(
                 "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at) \
                  SELECT lead_id, enrollment_id, kind, at, rep, subject, message_id, detail, step, created_at FROM {}",
-                json_rows($pool, "$1", &cols)
+                inserts.table()
             );
-            sqlx::query(&sql).bind(inserts).execute(&mut *$tx).await?;
+            bind_rows!(sqlx::query(&sql), inserts).execute(&mut *$tx).await?;
             let sql = format!(
                 "UPDATE leads SET last_touch_at = v.touched_at, stale = 0 FROM {} \
                  WHERE leads.id = v.touched_id AND (leads.last_touch_at IS NULL OR leads.last_touch_at < v.touched_at)",
-                json_rows($pool, "$1", &[("touched_id", Col::Int), ("touched_at", Col::Int)])
+                last_touches.table()
             );
-            sqlx::query(&sql).bind(last_touches).execute(&mut *$tx).await?;
+            bind_rows!(sqlx::query(&sql), last_touches).execute(&mut *$tx).await?;
         }
     }};
 }
 pub(crate) use touches;
 
-/// The JSON parameters of [`touches!`]: the rows to insert, and each
-/// touched lead's latest touch (those kinds that count as one).
-pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
+/// The rows of [`touches!`]: those to insert, and each touched lead's
+/// latest touch (those kinds that count as one).
+pub(crate) fn touch_batch<DB: Backend>(pool: &sqlx::Pool<DB>, rows: &[(NewTouch, i64)]) -> (Rows<'static>, Rows<'static>) {
     #[derive(Serialize)]
     struct Row<'a> {
         lead_id: i64,
@@ -199,6 +188,23 @@ pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
         detail: Option<&'a str>,
         step: Option<i64>,
         created_at: i64,
+    }
+    const COLS: &[(&str, Col)] = &[
+        ("lead_id", Col::Int),
+        ("enrollment_id", Col::Int),
+        ("kind", Col::Text),
+        ("at", Col::Int),
+        ("rep", Col::Text),
+        ("subject", Col::Text),
+        ("message_id", Col::Text),
+        ("detail", Col::Text),
+        ("step", Col::Int),
+        ("created_at", Col::Int),
+    ];
+    #[derive(Serialize)]
+    struct Latest {
+        touched_id: i64,
+        touched_at: i64,
     }
     let mut latest: HashMap<i64, i64> = HashMap::new();
     let inserts: Vec<Row> = rows
@@ -223,9 +229,8 @@ pub(crate) fn touch_batch(rows: &[(NewTouch, i64)]) -> (String, String) {
             }
         })
         .collect();
-    let latest: Vec<serde_json::Value> =
-        latest.into_iter().map(|(id, at)| serde_json::json!({ "touched_id": id, "touched_at": at })).collect();
-    (json_array(&inserts), json_array(&latest))
+    let latest: Vec<Latest> = latest.into_iter().map(|(touched_id, touched_at)| Latest { touched_id, touched_at }).collect();
+    (Rows::new(pool, COLS, &inserts), Rows::new(pool, &[("touched_id", Col::Int), ("touched_at", Col::Int)], &latest))
 }
 
 pub(crate) fn update_last_touch() -> &'static str {
@@ -367,29 +372,46 @@ impl Store {
                     ("value", Col::Float),
                     ("fields", Col::Text),
                 ];
-                let sql = format!(
-                    "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
-                     owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
-                     SELECT id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
-                     $2, $3, 'active', 0, $4, $4, $4, $4 FROM {}",
-                    json_rows(pool, "$1", &lead_cols)
-                );
-                sqlx::query(&sql).bind(json_array(&leads)).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
-                let enrollments = json_array(&enrollments);
-                let rows = json_rows(pool, "$1", &[("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)]);
-                let sql = format!(
-                    "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
-                     SELECT id, lead_id, $2, $3, 'active', 'step', 0, 0, due_at, next_at, $4, $4 FROM {rows}"
-                );
-                sqlx::query(&sql).bind(&enrollments).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
-                // Two touchpoints per lead, enrolled then the stage it starts
-                // in, read from the same rows (not `touches!`: the leads were
-                // written with their last touch already).
-                let sql = format!(
-                    "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) SELECT lead_id, id, $2, $3, $4, $5, $3 FROM {rows}"
-                );
-                for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
-                    sqlx::query(&sql).bind(&enrollments).bind(kind.as_str()).bind(now).bind(owner).bind(detail).execute(&mut *tx).await?;
+                let enrollment_cols = [("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)];
+                let per = Rows::max_rows(pool, lead_cols.len());
+                for (leads, enrollments) in leads.chunks(per).zip(enrollments.chunks(per)) {
+                    let rows = Rows::new(pool, &lead_cols, leads);
+                    let sql = format!(
+                        "INSERT INTO leads (id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+                         owner, stage, status, stale, stage_changed_at, last_touch_at, created_at, updated_at) \
+                         SELECT id, email, domain, first_name, last_name, company, title, timezone, region, value, fields, \
+                         {owner}, {stage}, 'active', 0, {now}, {now}, {now}, {now} FROM {}",
+                        rows.table(),
+                        owner = rows.param(1),
+                        stage = rows.param(2),
+                        now = rows.param(3),
+                    );
+                    bind_rows!(sqlx::query(&sql), rows).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
+                    let rows = Rows::new(pool, &enrollment_cols, enrollments);
+                    let sql = format!(
+                        "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
+                         SELECT id, lead_id, {}, {}, 'active', 'step', 0, 0, due_at, next_at, {now}, {now} FROM {}",
+                        rows.param(1),
+                        rows.param(2),
+                        rows.table(),
+                        now = rows.param(3),
+                    );
+                    bind_rows!(sqlx::query(&sql), rows).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
+                    // Two touchpoints per lead, enrolled then the stage it
+                    // starts in, read from the same rows (not `touches!`: the
+                    // leads were written with their last touch already).
+                    for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
+                        let rows = Rows::new(pool, &enrollment_cols, enrollments);
+                        let sql = format!(
+                            "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) SELECT lead_id, id, {}, {now}, {}, {}, {now} FROM {}",
+                            rows.param(1),
+                            rows.param(3),
+                            rows.param(4),
+                            rows.table(),
+                            now = rows.param(2),
+                        );
+                        bind_rows!(sqlx::query(&sql), rows).bind(kind.as_str()).bind(now).bind(owner).bind(detail).execute(&mut *tx).await?;
+                    }
                 }
             }
             for &i in &slow {

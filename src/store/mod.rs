@@ -5,9 +5,10 @@
 //! The SQL is written once, in the subset both speak (`$n` placeholders,
 //! `RETURNING`, `ON CONFLICT`, times as integer milliseconds), and the
 //! [`dispatch!`] macro instantiates each body for both pools; the few places
-//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`, reading a
-//! batch of rows passed as one JSON parameter, reserving ids for it) go
-//! through [`Backend`]. Transactions are short and never span a network call.
+//! that differ (`BEGIN IMMEDIATE`, `FOR UPDATE SKIP LOCKED`, binding a
+//! batch of rows ([`batch::Rows`]: a `VALUES` list on SQLite, one JSON
+//! parameter on PostgreSQL), reserving ids for it) go through [`Backend`].
+//! Transactions are short and never span a network call.
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub(crate) mod batch;
 mod board;
 mod inbox;
 mod instances;
@@ -64,9 +66,14 @@ pub(crate) trait Backend: sqlx::Database {
     /// One daemon per database: a send left `sending` by anyone else is an
     /// orphan at once. Otherwise only when its claimer stopped heartbeating.
     const SINGLE_INSTANCE: bool;
+    /// Whether a [`batch::Rows`] is bound as a `VALUES` list (SQLite) or as
+    /// one JSON parameter (PostgreSQL).
+    const BIND_VALUES: bool;
     /// A table expression (aliased `v`) over the JSON array of objects
     /// bound as `param`, one column per `(name, type)`: how a batch of rows
-    /// reaches one statement with a fixed text, whatever its size.
+    /// reaches one statement with a fixed text, whatever its size. The hot
+    /// paths (claims, acknowledgements, imports) use [`batch::Rows`], which
+    /// binds SQLite's rows as values and falls back to this.
     fn json_rows(param: &str, cols: &[(&str, Col)]) -> String;
     /// A table expression (aliased `v`) of one column `key`, over the JSON
     /// array of scalars bound as `param` ([`json_keys`]): a set of ids or
@@ -113,6 +120,7 @@ impl Backend for sqlx::Sqlite {
     const SKIP_LOCKED: &'static str = "";
     const CLAIM_LOCK: Option<&'static str> = None;
     const SINGLE_INSTANCE: bool = true;
+    const BIND_VALUES: bool = true;
     // Each row's object is taken out once (materialized): json_each's
     // `value` read once per column would print the object back to text and
     // parse it again each time, and looking columns up by path in the whole
@@ -143,6 +151,7 @@ impl Backend for sqlx::Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7262026)");
     const SINGLE_INSTANCE: bool = false;
+    const BIND_VALUES: bool = false;
     fn json_rows(param: &str, cols: &[(&str, Col)]) -> String {
         let cols: Vec<String> = cols.iter().map(|(name, col)| format!("{name} {}", col.pg_type())).collect();
         format!("jsonb_to_recordset({param}::jsonb) AS v({})", cols.join(", "))

@@ -11,11 +11,12 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::batch::{bind_rows, Rows};
 use super::leads::{touch, touches, NewTouch};
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
-    claim_lock, dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, reserve_ids, single_instance,
-    skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store, StoreError,
+    claim_lock, dispatch, from_json_rows, json_agg, json_key_rows, json_keys, reserve_ids, single_instance, skip_locked, Col,
+    EnrollmentRow, LeadRow, SendRow, Store, StoreError,
 };
 use crate::domain::{EnrollmentState, TouchKind};
 
@@ -150,17 +151,20 @@ macro_rules! insert_sends {
         if !decided.is_empty() {
             let ids = reserve_ids($pool, &mut $tx, "sends", decided.len()).await?;
             let rows: Vec<SendInsert> = decided.iter().zip(&ids).map(|((e, _, send, _), &id)| SendInsert::new(id, e, send)).collect();
-            let rows = json_array(&rows);
+            let rows = Rows::new($pool, SendInsert::COLS, &rows);
             let sql = format!(
                 "INSERT INTO sends (id, enrollment_id, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
                  message_id, subject, state, attempt, claimed_by, claimed_at) \
                  SELECT id, eid, lead_id, rep, kind, step, template, template_hash, sequence_hash, variant, recipient, recipient_domain, \
-                 message_id, subject, 'sending', attempt, $2, $3 FROM {}",
-                json_rows($pool, "$1", SendInsert::COLS)
+                 message_id, subject, 'sending', attempt, {}, {} FROM {}",
+                rows.param(1),
+                rows.param(2),
+                rows.table()
             );
-            sqlx::query(&sql).bind(&rows).bind($instance).bind($now).execute(&mut *$tx).await?;
-            let sql = format!("UPDATE enrollments SET next_at = NULL, updated_at = $2 WHERE id IN (SELECT key FROM {})", json_key_rows($pool, "$1", Col::Int));
-            sqlx::query(&sql).bind(json_keys(decided.iter().map(|(e, ..)| e.id))).bind($now).execute(&mut *$tx).await?;
+            bind_rows!(sqlx::query(&sql), rows).bind($instance).bind($now).execute(&mut *$tx).await?;
+            let enrollments = Rows::keys($pool, Col::Int, decided.iter().map(|(e, ..)| e.id));
+            let sql = format!("UPDATE enrollments SET next_at = NULL, updated_at = {} WHERE id IN (SELECT key FROM {})", enrollments.param(1), enrollments.table());
+            bind_rows!(sqlx::query(&sql), enrollments).bind($now).execute(&mut *$tx).await?;
             for ((e, lead, send, payload), send_id) in decided.into_iter().zip(ids) {
                 claimed.push(Claimed { send_id, enrollment: e, lead, send, payload });
             }
@@ -265,10 +269,8 @@ macro_rules! advance_enrollments {
                     ended: i64::from(!a.state.is_live()),
                 })
                 .collect();
-            let rows = json_array(&rows);
-            let v = json_rows(
+            let rows = Rows::new(
                 $pool,
-                "$1",
                 &[
                     ("eid", Col::Int),
                     ("at", Col::Int),
@@ -282,7 +284,9 @@ macro_rules! advance_enrollments {
                     ("subj", Col::Text),
                     ("ended", Col::Int),
                 ],
+                &rows,
             );
+            let v = rows.table();
             // Thread and touch count advance even when a reply stopped the
             // enrollment mid-send (the email went out); the rest only while
             // it is still active. One statement: one pass over the batch.
@@ -301,7 +305,7 @@ macro_rules! advance_enrollments {
                  end_reason = CASE WHEN {live} AND v.ended = 1 THEN 'completed' ELSE enrollments.end_reason END \
                  FROM {v} WHERE enrollments.id = v.eid"
             );
-            sqlx::query(&sql).bind(&rows).execute(&mut *$tx).await?;
+            bind_rows!(sqlx::query(&sql), rows).execute(&mut *$tx).await?;
         }
     }};
 }
@@ -541,16 +545,17 @@ impl Store {
                 Finish { send_id, to_state, err, at: now }
             })
             .collect();
-        let finishes = json_array(&finishes);
         dispatch!(self, pool => {
             let mut tx = self.begin_write(pool).await?;
+            let finishes = Rows::new(pool, &[("send_id", Col::Int), ("to_state", Col::Text), ("err", Col::Text), ("at", Col::Int)], &finishes);
             let sql = format!(
                 "UPDATE sends SET state = v.to_state, error = v.err, finished_at = v.at \
-                 FROM {} WHERE sends.id = v.send_id AND sends.state = 'sending' AND sends.claimed_by = $2 \
+                 FROM {} WHERE sends.id = v.send_id AND sends.state = 'sending' AND sends.claimed_by = {} \
                  RETURNING id, enrollment_id, lead_id, rep, step, message_id, subject, recipient",
-                json_rows(pool, "$1", &[("send_id", Col::Int), ("to_state", Col::Text), ("err", Col::Text), ("at", Col::Int)])
+                finishes.table(),
+                finishes.param(1)
             );
-            let moved: Vec<AckedSend> = sqlx::query_as(&sql).bind(&finishes).bind(&self.instance).fetch_all(&mut *tx).await?;
+            let moved: Vec<AckedSend> = bind_rows!(sqlx::query_as(&sql), finishes).bind(&self.instance).fetch_all(&mut *tx).await?;
             let moved: HashMap<i64, AckedSend> = moved.into_iter().map(|m| (m.id, m)).collect();
             let mut out = Vec::with_capacity(acks.len());
             let mut advances: Vec<(i64, i64, &Advance)> = Vec::new();
