@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::{dispatch, from_json_rows, json_agg, json_array, json_key_rows, json_keys, json_rows, Col, Store, StoreError};
+use super::batch::{bind_rows, Rows};
+use super::{dispatch, from_json_rows, json_agg, Col, Store, StoreError};
 
 impl Store {
     /// The newest enrollment's id: a cheap stamp that moves when anyone
@@ -127,8 +128,10 @@ impl Store {
     pub async fn sends_by_message_ids(&self, ids: &[&str]) -> Result<Vec<SentRef>, StoreError> {
         Ok(dispatch!(self, pool => {
             const COLS: &str = "id, lead_id, enrollment_id, rep, message_id";
-            let sql = format!("SELECT {COLS} FROM sends WHERE message_id IN (SELECT key FROM {})", json_key_rows(pool, "$1", Col::Text));
-            let json: String = sqlx::query_scalar(&json_agg(pool, &sql, COLS)).bind(json_keys(ids)).fetch_one(pool).await?;
+            let ids = Rows::keys(pool, Col::Text, ids);
+            let sql = format!("SELECT {COLS} FROM sends WHERE message_id IN (SELECT key FROM {})", ids.table());
+            let sql = json_agg(pool, &sql, COLS);
+            let json: String = bind_rows!(sqlx::query_scalar(&sql), ids).fetch_one(pool).await?;
             from_json_rows(&json)?
         }))
     }
@@ -168,11 +171,6 @@ impl Store {
                 }
                 // Seen: the keys are distinct within a round. (`WHERE true`:
                 // SQLite would read the upsert's ON as a join constraint.)
-                let sql = format!(
-                    "INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) SELECT rep, message_key, kind, lead_id, $2 FROM {} \
-                     WHERE true ON CONFLICT (rep, message_key) DO NOTHING RETURNING message_key",
-                    json_rows(pool, "$1", &[("rep", Col::Text), ("message_key", Col::Text), ("kind", Col::Text), ("lead_id", Col::Int)])
-                );
                 let seen: Vec<_> = round
                     .iter()
                     .map(|&i| {
@@ -180,7 +178,14 @@ impl Store {
                         json!({ "rep": a.rep, "message_key": a.message_key, "kind": a.kind.as_str(), "lead_id": a.lead_id })
                     })
                     .collect();
-                let inserted: HashSet<String> = sqlx::query_scalar(&sql).bind(json_array(&seen)).bind(now).fetch_all(&mut *tx).await?.into_iter().collect();
+                let seen = Rows::new(pool, &[("rep", Col::Text), ("message_key", Col::Text), ("kind", Col::Text), ("lead_id", Col::Int)], &seen);
+                let sql = format!(
+                    "INSERT INTO inbound_seen (rep, message_key, kind, lead_id, processed_at) SELECT rep, message_key, kind, lead_id, {} FROM {} \
+                     WHERE true ON CONFLICT (rep, message_key) DO NOTHING RETURNING message_key",
+                    seen.param(1),
+                    seen.table()
+                );
+                let inserted: HashSet<String> = bind_rows!(sqlx::query_scalar(&sql), seen).bind(now).fetch_all(&mut *tx).await?.into_iter().collect();
                 let new: Vec<usize> = round.iter().copied().filter(|&i| inserted.contains(actions[i].message_key)).collect();
                 for &i in &new {
                     outcomes[i].new = true;
@@ -221,13 +226,15 @@ impl Store {
                         }
                     }
                     if !moves.is_empty() {
+                        let moves = Rows::new(pool, &[("id", Col::Int), ("state", Col::Text), ("paused_until", Col::Int), ("ended", Col::Int), ("reason", Col::Text)], &moves);
                         let sql = format!(
-                            "UPDATE enrollments SET state = v.state, next_at = NULL, paused_until = v.paused_until, updated_at = $2, \
-                             ended_at = CASE WHEN v.ended = 1 THEN $2 ELSE ended_at END, end_reason = CASE WHEN v.ended = 1 THEN v.reason ELSE end_reason END \
+                            "UPDATE enrollments SET state = v.state, next_at = NULL, paused_until = v.paused_until, updated_at = {now}, \
+                             ended_at = CASE WHEN v.ended = 1 THEN {now} ELSE ended_at END, end_reason = CASE WHEN v.ended = 1 THEN v.reason ELSE end_reason END \
                              FROM {} WHERE enrollments.id = v.id",
-                            json_rows(pool, "$1", &[("id", Col::Int), ("state", Col::Text), ("paused_until", Col::Int), ("ended", Col::Int), ("reason", Col::Text)])
+                            moves.table(),
+                            now = moves.param(1)
                         );
-                        sqlx::query(&sql).bind(json_array(&moves)).bind(now).execute(&mut *tx).await?;
+                        bind_rows!(sqlx::query(&sql), moves).bind(now).execute(&mut *tx).await?;
                     }
 
                     // Stages: only forward.
@@ -241,11 +248,13 @@ impl Store {
                         }
                     }
                     if !advanced.is_empty() {
+                        let rows = Rows::new(pool, &[("id", Col::Int), ("stage", Col::Text)], &advanced);
                         let sql = format!(
-                            "UPDATE leads SET stage = v.stage, stage_changed_at = $2, updated_at = $2 FROM {} WHERE leads.id = v.id",
-                            json_rows(pool, "$1", &[("id", Col::Int), ("stage", Col::Text)])
+                            "UPDATE leads SET stage = v.stage, stage_changed_at = {now}, updated_at = {now} FROM {} WHERE leads.id = v.id",
+                            rows.table(),
+                            now = rows.param(1)
                         );
-                        sqlx::query(&sql).bind(json_array(&advanced)).bind(now).execute(&mut *tx).await?;
+                        bind_rows!(sqlx::query(&sql), rows).bind(now).execute(&mut *tx).await?;
                         touched.extend(details.iter().map(|(i, lead_id, detail)| {
                             (NewTouch { lead_id: *lead_id, enrollment_id: eid(*lead_id), kind: Some(TouchKind::StageChange), at: now, rep: Some(actions[*i].rep), detail: Some(detail), ..Default::default() }, now)
                         }));
@@ -255,21 +264,24 @@ impl Store {
                     // A round has one action per domain.
                     let stopping: Vec<(usize, i64, &str)> = acting.iter().filter_map(|&(i, lead_id)| Some((i, lead_id, actions[i].stop_domain?))).collect();
                     if !stopping.is_empty() {
+                        let replied: Vec<_> = stopping.iter().map(|&(_, lead_id, domain)| json!({ "domain": domain, "lead_id": lead_id })).collect();
+                        let replied = Rows::new(pool, &[("domain", Col::Text), ("lead_id", Col::Int)], &replied);
                         let sql = format!(
                             "WITH s AS (SELECT domain, lead_id FROM {}) \
                              SELECT e.id, e.lead_id, l.domain FROM enrollments e JOIN leads l ON l.id = e.lead_id \
                              WHERE l.domain IN (SELECT domain FROM s) AND e.lead_id NOT IN (SELECT lead_id FROM s) AND e.state IN ('active', 'paused')",
-                            json_rows(pool, "$1", &[("domain", Col::Text), ("lead_id", Col::Int)])
+                            replied.table()
                         );
-                        let replied: Vec<_> = stopping.iter().map(|&(_, lead_id, domain)| json!({ "domain": domain, "lead_id": lead_id })).collect();
-                        let others: Vec<(i64, i64, String)> = sqlx::query_as(&sql).bind(json_array(&replied)).fetch_all(&mut *tx).await?;
+                        let others: Vec<(i64, i64, String)> = bind_rows!(sqlx::query_as(&sql), replied).fetch_all(&mut *tx).await?;
                         if !others.is_empty() {
+                            let ids = Rows::keys(pool, Col::Int, others.iter().map(|(oid, _, _)| oid));
                             let sql = format!(
-                                "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = $2, ended_at = $2, end_reason = 'colleague replied' \
+                                "UPDATE enrollments SET state = 'completed', next_at = NULL, updated_at = {now}, ended_at = {now}, end_reason = 'colleague replied' \
                                  WHERE id IN (SELECT key FROM {})",
-                                json_key_rows(pool, "$1", Col::Int)
+                                ids.table(),
+                                now = ids.param(1)
                             );
-                            sqlx::query(&sql).bind(json_keys(others.iter().map(|(oid, _, _)| oid))).bind(now).execute(&mut *tx).await?;
+                            bind_rows!(sqlx::query(&sql), ids).bind(now).execute(&mut *tx).await?;
                         }
                         let by_domain: HashMap<&str, (usize, &str)> = stopping.iter().map(|&(i, _, domain)| (domain, (i, actions[i].rep))).collect();
                         for (oid, olead, domain) in &others {
@@ -296,19 +308,22 @@ impl Store {
                     })
                     .collect();
                 if !suppressing.is_empty() {
-                    let cols = [("pattern", Col::Text), ("state", Col::Text), ("reason", Col::Text)];
-                    let suppressing = json_array(&suppressing);
+                    const COLS: &[(&str, Col)] = &[("pattern", Col::Text), ("state", Col::Text), ("reason", Col::Text)];
+                    let rows = Rows::new(pool, COLS, &suppressing);
                     let sql = format!(
-                        "INSERT INTO suppressions (pattern, reason, created_at) SELECT pattern, reason, $2 FROM {} WHERE true ON CONFLICT (pattern) DO NOTHING",
-                        json_rows(pool, "$1", &cols)
+                        "INSERT INTO suppressions (pattern, reason, created_at) SELECT pattern, reason, {} FROM {} WHERE true ON CONFLICT (pattern) DO NOTHING",
+                        rows.param(1),
+                        rows.table()
                     );
-                    sqlx::query(&sql).bind(&suppressing).bind(now).execute(&mut *tx).await?;
+                    bind_rows!(sqlx::query(&sql), rows).bind(now).execute(&mut *tx).await?;
+                    let rows = Rows::new(pool, COLS, &suppressing);
                     let sql = format!(
-                        "UPDATE enrollments SET state = v.state, next_at = NULL, updated_at = $2, ended_at = $2, end_reason = v.reason \
+                        "UPDATE enrollments SET state = v.state, next_at = NULL, updated_at = {now}, ended_at = {now}, end_reason = v.reason \
                          FROM {} JOIN leads l ON l.email = v.pattern WHERE enrollments.lead_id = l.id AND enrollments.state IN ('active', 'paused')",
-                        json_rows(pool, "$1", &cols)
+                        rows.table(),
+                        now = rows.param(1)
                     );
-                    sqlx::query(&sql).bind(&suppressing).bind(now).execute(&mut *tx).await?;
+                    bind_rows!(sqlx::query(&sql), rows).bind(now).execute(&mut *tx).await?;
                 }
             }
             // A reply (or a stop) leaves the rep nothing to do there.
@@ -335,13 +350,14 @@ struct LeadState {
 /// Reads the [`LeadState`] of the leads `$ids` into the map `$into`.
 macro_rules! read_lead_states {
     ($tx:expr, $pool:expr, $ids:expr, $into:expr) => {
+        let ids = Rows::keys($pool, Col::Int, &$ids);
         let sql = format!(
             "SELECT l.id, l.domain, l.stage, e.id AS live_id, e.state AS live_state FROM leads l \
              LEFT JOIN enrollments e ON e.lead_id = l.id AND e.state IN ('active', 'paused') WHERE l.id IN (SELECT key FROM {})",
-            json_key_rows($pool, "$1", Col::Int)
+            ids.table()
         );
         let sql = json_agg($pool, &sql, "id, domain, stage, live_id, live_state");
-        let json: String = sqlx::query_scalar(&sql).bind(json_keys(&$ids)).fetch_one(&mut *$tx).await?;
+        let json: String = bind_rows!(sqlx::query_scalar(&sql), ids).fetch_one(&mut *$tx).await?;
         let states: Vec<LeadState> = from_json_rows(&json)?;
         $into.extend(states.into_iter().map(|l| (l.id, l)));
     };

@@ -6,10 +6,7 @@ use serde::Serialize;
 
 use super::batch::{bind_rows, Rows};
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
-use super::{
-    dispatch, from_json_rows, json_agg, json_key_rows, json_keys, reserve_ids, Backend, Col, EnrollmentRow, LeadRow, Store, StoreError,
-    TouchpointRow,
-};
+use super::{dispatch, from_json_rows, json_agg, reserve_ids, Backend, Col, EnrollmentRow, LeadRow, Store, StoreError, TouchpointRow};
 use crate::domain::{EmailAddress, EnrollmentState, LeadInput, TouchKind};
 
 /// How to enroll: the sequence's side of it, decided by the caller.
@@ -281,17 +278,19 @@ impl Store {
             // and suppressions that match.
             let mut uniq: HashSet<&str> = HashSet::with_capacity(inputs.len());
             let addresses: Vec<&str> = emails.iter().map(|e| e.as_str()).filter(|e| uniq.insert(e)).collect();
-            let existing: HashSet<String> = sqlx::query_scalar(&format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", json_key_rows(pool, "$1", Col::Text)))
-                .bind(json_keys(&addresses))
+            let keys = Rows::keys(pool, Col::Text, &addresses);
+            let sql = format!("SELECT l.email FROM {} JOIN leads l ON l.email = v.key", keys.table());
+            let existing: HashSet<String> = bind_rows!(sqlx::query_scalar(&sql), keys)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
             let domains: HashSet<String> = emails.iter().map(|e| format!("@{}", e.domain())).collect();
             let patterns = addresses.iter().copied().chain(domains.iter().map(String::as_str));
+            let keys = Rows::keys(pool, Col::Text, patterns);
+            let sql = format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", keys.table());
             let suppressed: HashMap<String, String> =
-                sqlx::query_as(&format!("SELECT s.pattern, s.reason FROM {} JOIN suppressions s ON s.pattern = v.key", json_key_rows(pool, "$1", Col::Text)))
-                    .bind(json_keys(patterns))
+                bind_rows!(sqlx::query_as(&sql), keys)
                     .fetch_all(&mut *tx)
                     .await?
                     .into_iter()
@@ -558,14 +557,25 @@ impl Store {
             return Ok(Vec::new());
         }
         Ok(dispatch!(self, pool => {
+            #[derive(Serialize)]
+            struct Wanted<'a> {
+                id: Option<i64>,
+                email: Option<&'a str>,
+            }
+            let wanted: Vec<Wanted> = ids
+                .iter()
+                .map(|&id| Wanted { id: Some(id), email: None })
+                .chain(emails.iter().map(|e| Wanted { id: None, email: Some(e.as_str()) }))
+                .collect();
+            let wanted = Rows::new(pool, &[("id", Col::Int), ("email", Col::Text)], &wanted);
             let sql = format!(
-                "SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence FROM leads \
-                 WHERE id IN (SELECT key FROM {} UNION SELECT l.id FROM {} JOIN leads l ON l.email = v.key)",
-                json_key_rows(pool, "$1", Col::Int),
-                json_key_rows(pool, "$2", Col::Text)
+                "WITH w AS (SELECT id, email FROM {}) \
+                 SELECT {LEAD_COLS}, (SELECT sequence FROM enrollments WHERE lead_id = leads.id {CURRENT_FIRST} LIMIT 1) AS sequence FROM leads \
+                 WHERE id IN (SELECT id FROM w WHERE id IS NOT NULL UNION SELECT l.id FROM w JOIN leads l ON l.email = w.email)",
+                wanted.table()
             );
             let sql = json_agg(pool, &sql, &format!("{LEAD_COLS}, sequence"));
-            let json: String = sqlx::query_scalar(&sql).bind(json_keys(ids)).bind(json_keys(emails.iter().map(|e| e.as_str()))).fetch_one(pool).await?;
+            let json: String = bind_rows!(sqlx::query_scalar(&sql), wanted).fetch_one(pool).await?;
             from_json_rows(&json)?
         }))
     }

@@ -70,19 +70,19 @@ pub(crate) trait Backend: sqlx::Database {
     /// one JSON parameter (PostgreSQL).
     const BIND_VALUES: bool;
     /// A table expression (aliased `v`) over the JSON array of objects
-    /// bound as `param`, one column per `(name, type)`: how a batch of rows
-    /// reaches one statement with a fixed text, whatever its size. The hot
-    /// paths (claims, acknowledgements, imports) use [`batch::Rows`], which
-    /// binds SQLite's rows as values and falls back to this.
+    /// bound as `param`, one column per `(name, type)`: the JSON form of a
+    /// [`batch::Rows`] (always on PostgreSQL; on SQLite past its limit of
+    /// bound values).
     fn json_rows(param: &str, cols: &[(&str, Col)]) -> String;
     /// A table expression (aliased `v`) of one column `key`, over the JSON
-    /// array of scalars bound as `param` ([`json_keys`]): a set of ids or
-    /// addresses. Cheaper than [`Backend::json_rows`] with one column, as
-    /// there is no object to take apart.
+    /// array of scalars bound as `param`: a set of ids or addresses, the
+    /// JSON form of [`batch::Rows::keys`]. Cheaper than
+    /// [`Backend::json_rows`] with one column, as there is no object to
+    /// take apart.
     fn json_key_rows(param: &str, col: Col) -> String;
     /// A query whose one row is the rows of `inner` (naming `cols`, as
-    /// listed in its SELECT) as one JSON array of objects: the inverse of
-    /// `json_rows`, read with [`from_json_rows`]. sqlx's SQLite driver hands
+    /// listed in its SELECT) as one JSON array of objects, read with
+    /// [`from_json_rows`]. sqlx's SQLite driver hands
     /// each row from its worker thread to the caller separately, a thread
     /// wake-up a row; reading a claim's rows this way made dispatch 22%
     /// faster.
@@ -178,20 +178,6 @@ pub(crate) fn single_instance<DB: Backend>(_: &sqlx::Pool<DB>) -> bool {
     DB::SINGLE_INSTANCE
 }
 
-pub(crate) fn json_rows<DB: Backend>(_: &sqlx::Pool<DB>, param: &str, cols: &[(&str, Col)]) -> String {
-    DB::json_rows(param, cols)
-}
-/// The parameter of [`json_rows`]: `rows` as a JSON array of objects.
-pub(crate) fn json_array<T: serde::Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).expect("rows serialise")
-}
-/// The parameter of [`json_key_rows`]: `keys` as a JSON array.
-pub(crate) fn json_keys<T: serde::Serialize>(keys: impl IntoIterator<Item = T>) -> String {
-    json_array(&keys.into_iter().collect::<Vec<_>>())
-}
-pub(crate) fn json_key_rows<DB: Backend>(_: &sqlx::Pool<DB>, param: &str, col: Col) -> String {
-    DB::json_key_rows(param, col)
-}
 pub(crate) fn json_agg<DB: Backend>(_: &sqlx::Pool<DB>, inner: &str, cols: &str) -> String {
     DB::json_agg(inner, cols)
 }

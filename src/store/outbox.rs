@@ -15,8 +15,8 @@ use super::batch::{bind_rows, Rows};
 use super::leads::{touch, touches, NewTouch};
 use super::rows::{ENROLLMENT_COLS, LEAD_COLS};
 use super::{
-    claim_lock, dispatch, from_json_rows, json_agg, json_key_rows, json_keys, reserve_ids, single_instance, skip_locked, Col,
-    EnrollmentRow, LeadRow, SendRow, Store, StoreError,
+    claim_lock, dispatch, from_json_rows, json_agg, reserve_ids, single_instance, skip_locked, Col, EnrollmentRow, LeadRow, SendRow, Store,
+    StoreError,
 };
 use crate::domain::{EnrollmentState, TouchKind};
 
@@ -421,8 +421,10 @@ impl Store {
                 }
                 // An aggregate's input order is not promised.
                 rows.sort_unstable_by_key(|e| (e.next_at, e.id));
-                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", json_key_rows(pool, "$1", Col::Int));
-                let json: String = sqlx::query_scalar(&json_agg(pool, &lsql, LEAD_COLS)).bind(json_keys(rows.iter().map(|e| e.lead_id))).fetch_one(&mut *tx).await?;
+                let ids = Rows::keys(pool, Col::Int, rows.iter().map(|e| e.lead_id));
+                let lsql = format!("SELECT {LEAD_COLS} FROM leads WHERE id IN (SELECT key FROM {})", ids.table());
+                let lsql = json_agg(pool, &lsql, LEAD_COLS);
+                let json: String = bind_rows!(sqlx::query_scalar(&lsql), ids).fetch_one(&mut *tx).await?;
                 let leads: Vec<LeadRow> = from_json_rows(&json)?;
                 let leads: HashMap<i64, LeadRow> = leads.into_iter().map(|l| (l.id, l)).collect();
                 for e in rows {
