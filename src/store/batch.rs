@@ -5,22 +5,22 @@
 //! PostgreSQL gets the rows as one JSON parameter (`jsonb_to_recordset`),
 //! which its planner handles well. On SQLite the same JSON cost more than
 //! half of the writer's instructions in a dispatch tick (callgrind: parse
-//! the array, print each object back to text, parse it again as JSONB, look
-//! each column up by key), inside the one write turn that bounds dispatch.
-//! There the rows are bound as a `VALUES` list, one parameter per value.
+//! the array, print each object back to text, parse it again as JSONB,
+//! look each column up by key), inside the one write turn of the process.
+//! There the rows are bound as a `VALUES` list, one anonymous `?` a value.
 //! The list is padded with NULL rows to a power of two, which a marker
-//! column filters out, so a statement has a handful of shapes that stay prepared,
-//! rather than one text per batch size. Past [`MAX_VALUES`] parameters (a
-//! large import batch) SQLite falls back to the JSON form, whose cost grows
-//! with the rows only.
+//! column filters out, so a statement has a handful of shapes that stay
+//! prepared rather than one text per batch size. Past [`MAX_VALUES`]
+//! parameters (a large import batch not split with [`Rows::max_rows`])
+//! SQLite falls back to the JSON form.
 
 use serde::ser::{self, Impossible, Serialize, SerializeStruct, Serializer};
 
 use super::{Backend, Col};
 
 /// The most parameters one SQLite statement binds as `VALUES` (markers and
-/// padding included): each shape of a statement stays prepared on each connection,
-/// and a prepared statement holds about 100 bytes a value.
+/// padding included): each shape of a statement stays prepared on each
+/// connection that ran it, and holds memory in proportion.
 const MAX_VALUES: usize = 8192;
 
 /// A batch of rows, ready to bind: see the module docs.
