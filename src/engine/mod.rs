@@ -446,8 +446,8 @@ impl Engine {
             let rep = e.rep.clone();
             let result = match (&sender, job.render_body()) {
                 (_, Err(why)) => Err(why),
-                // Built before the connection is taken, which would
-                // otherwise idle for the build.
+                // Built before the connection is taken, so that the
+                // connection never waits for a build.
                 (Some(s), Ok(())) => match s.mailer.prepare(&job.outgoing) {
                     Ok(prepared) => {
                         let _permit = s.permits.acquire().await.expect("semaphore open");

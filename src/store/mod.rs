@@ -82,10 +82,9 @@ pub(crate) trait Backend: sqlx::Database {
     fn json_key_rows(param: &str, col: Col) -> String;
     /// A query whose one row is the rows of `inner` (naming `cols`, as
     /// listed in its SELECT) as one JSON array of objects, read with
-    /// [`from_json_rows`]. sqlx's SQLite driver hands
-    /// each row from its worker thread to the caller separately, a thread
-    /// wake-up a row; reading a claim's rows this way made dispatch 22%
-    /// faster.
+    /// [`from_json_rows`]. sqlx's SQLite driver hands each row from its
+    /// worker thread to the caller separately, a thread wake-up a row;
+    /// reading a claim's rows this way made dispatch 22% faster.
     fn json_agg(inner: &str, cols: &str) -> String;
     /// `n` ids of `table`, for rows that a bulk statement inserts with their
     /// ids given, so that nothing has to be read back. Call it inside the
