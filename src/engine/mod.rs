@@ -444,19 +444,16 @@ impl Engine {
         // spawn and completion (12% of dispatch's instructions, callgrind).
         tokio::spawn(Box::pin(async move {
             let rep = e.rep.clone();
-            let result = match (&sender, job.render_body()) {
-                (_, Err(why)) => Err(why),
+            let result = async {
+                job.render_body()?;
+                let s = sender.as_ref().ok_or_else(|| SendError::Local(format!("rep `{rep}` is not configured")))?;
                 // Built before the connection is taken, so that the
                 // connection never waits for a build.
-                (Some(s), Ok(())) => match s.mailer.prepare(&job.outgoing) {
-                    Ok(prepared) => {
-                        let _permit = s.permits.acquire().await.expect("semaphore open");
-                        s.mailer.send_prepared(&prepared).await
-                    }
-                    Err(e) => Err(e),
-                },
-                (None, Ok(())) => Err(SendError::Local(format!("rep `{rep}` is not configured"))),
-            };
+                let prepared = s.mailer.prepare(&job.outgoing)?;
+                let _permit = s.permits.acquire().await.expect("semaphore open");
+                s.mailer.send_prepared(&prepared).await
+            }
+            .await;
             tracing::debug!(send_id, rep = %rep, ok = result.is_ok(), "send answered");
             // The queue has room now; the pass may top it up while this
             // outcome waits for its group commit.

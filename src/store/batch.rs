@@ -24,6 +24,7 @@ use super::{Backend, Col};
 const MAX_VALUES: usize = 8192;
 
 /// A batch of rows, ready to bind: see the module docs.
+#[derive(Clone)]
 pub(crate) struct Rows<'c> {
     cols: &'c [(&'c str, Col)],
     /// Whether the rows are one column `key` of scalars (see [`Rows::keys`]).
@@ -32,10 +33,12 @@ pub(crate) struct Rows<'c> {
     data: Data,
 }
 
+#[derive(Clone)]
 enum Data {
     PgJson(String),
     SqliteJson(String),
-    /// Row after row, each value in the order of `cols`; not padded.
+    /// The parameters: row after row, a marker (NULL only for padding)
+    /// then each value in the order of `cols`, padded to a power of two.
     Values(Vec<Value>),
 }
 
@@ -59,16 +62,16 @@ impl<'c> Rows<'c> {
         let n = rows.len();
         let data = if !DB::BIND_VALUES {
             Data::PgJson(json(rows))
-        } else if n.next_power_of_two() * (cols.len() + 1) > MAX_VALUES {
+        } else if !fits(n, cols.len()) {
             Data::SqliteJson(json(rows))
         } else {
-            let mut values = Vec::with_capacity(n * cols.len());
-            for row in rows {
-                let start = values.len();
-                values.resize(start + cols.len(), Value::Null);
-                row.serialize(RowSerializer { cols, out: &mut values[start..] }).expect("a store row is a struct of scalars");
-            }
-            Data::Values(values)
+            Data::Values(values(
+                n,
+                cols.len(),
+                rows.iter().map(|row| {
+                    move |out: &mut [Value]| row.serialize(RowSerializer { cols, out }).expect("a store row is a struct of scalars")
+                }),
+            ))
         };
         Rows { cols, keys: false, n, data }
     }
@@ -95,10 +98,14 @@ impl<'c> Rows<'c> {
         let n = keys.len();
         let data = if !DB::BIND_VALUES {
             Data::PgJson(json(&keys))
-        } else if n.next_power_of_two() * 2 > MAX_VALUES {
+        } else if !fits(n, 1) {
             Data::SqliteJson(json(&keys))
         } else {
-            Data::Values(keys.iter().map(|k| k.serialize(ValueSerializer).expect("a key is a scalar")).collect())
+            Data::Values(values(
+                n,
+                1,
+                keys.iter().map(|k| move |out: &mut [Value]| out[0] = k.serialize(ValueSerializer).expect("a key is a scalar")),
+            ))
         };
         Rows { cols, keys: true, n, data }
     }
@@ -139,7 +146,7 @@ impl<'c> Rows<'c> {
     pub(crate) fn param(&self, k: usize) -> String {
         let taken = match &self.data {
             Data::PgJson(_) | Data::SqliteJson(_) => 1,
-            Data::Values(_) => self.n.next_power_of_two() * (self.cols.len() + 1),
+            Data::Values(params) => params.len(),
         };
         format!("${}", taken + k)
     }
@@ -148,21 +155,30 @@ impl<'c> Rows<'c> {
     pub(crate) fn into_params(self) -> Vec<Value> {
         match self.data {
             Data::PgJson(json) | Data::SqliteJson(json) => vec![Value::Text(json)],
-            Data::Values(values) => {
-                // Each row behind a marker that is NULL only for padding.
-                let width = self.cols.len();
-                let len = self.n.next_power_of_two() * (width + 1);
-                let mut params = Vec::with_capacity(len);
-                let mut values = values.into_iter();
-                for _ in 0..self.n {
-                    params.push(Value::Int(1));
-                    params.extend(values.by_ref().take(width));
-                }
-                params.resize(len, Value::Null);
-                params
-            }
+            Data::Values(params) => params,
         }
     }
+}
+
+/// Whether `n` rows of `width` are bound as values: padded, with their
+/// markers, within [`MAX_VALUES`].
+fn fits(n: usize, width: usize) -> bool {
+    n.next_power_of_two() * (width + 1) <= MAX_VALUES
+}
+
+/// The parameters of [`Data::Values`]: for each of the `n` rows a marker,
+/// then the `width` values that its `fill` writes; then NULL padding.
+fn values<F: FnOnce(&mut [Value])>(n: usize, width: usize, rows: impl Iterator<Item = F>) -> Vec<Value> {
+    let len = n.next_power_of_two() * (width + 1);
+    let mut params = Vec::with_capacity(len);
+    for fill in rows {
+        params.push(Value::Int(1));
+        let start = params.len();
+        params.resize(start + width, Value::Null);
+        fill(&mut params[start..]);
+    }
+    params.resize(len, Value::Null);
+    params
 }
 
 /// The largest power of two of rows of `width` (and the marker) that fits

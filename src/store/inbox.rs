@@ -308,15 +308,13 @@ impl Store {
                     })
                     .collect();
                 if !suppressing.is_empty() {
-                    const COLS: &[(&str, Col)] = &[("pattern", Col::Text), ("state", Col::Text), ("reason", Col::Text)];
-                    let rows = Rows::new(pool, COLS, &suppressing);
+                    let rows = Rows::new(pool, &[("pattern", Col::Text), ("state", Col::Text), ("reason", Col::Text)], &suppressing);
                     let sql = format!(
                         "INSERT INTO suppressions (pattern, reason, created_at) SELECT pattern, reason, {} FROM {} WHERE true ON CONFLICT (pattern) DO NOTHING",
                         rows.param(1),
                         rows.table()
                     );
-                    bind_rows!(sqlx::query(&sql), rows).bind(now).execute(&mut *tx).await?;
-                    let rows = Rows::new(pool, COLS, &suppressing);
+                    bind_rows!(sqlx::query(&sql), rows.clone()).bind(now).execute(&mut *tx).await?;
                     let sql = format!(
                         "UPDATE enrollments SET state = v.state, next_at = NULL, updated_at = {now}, ended_at = {now}, end_reason = v.reason \
                          FROM {} JOIN leads l ON l.email = v.pattern WHERE enrollments.lead_id = l.id AND enrollments.state IN ('active', 'paused')",

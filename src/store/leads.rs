@@ -386,7 +386,8 @@ impl Store {
                         now = rows.param(3),
                     );
                     bind_rows!(sqlx::query(&sql), rows).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
-                    let rows = Rows::new(pool, &enrollment_cols, enrollments);
+                    let enrollments = Rows::new(pool, &enrollment_cols, enrollments);
+                    let rows = enrollments.clone();
                     let sql = format!(
                         "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
                          SELECT id, lead_id, {}, {}, 'active', 'step', 0, 0, due_at, next_at, {now}, {now} FROM {}",
@@ -400,7 +401,7 @@ impl Store {
                     // starts in, read from the same rows (not `touches!`: the
                     // leads were written with their last touch already).
                     for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
-                        let rows = Rows::new(pool, &enrollment_cols, enrollments);
+                        let rows = enrollments.clone();
                         let sql = format!(
                             "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) SELECT lead_id, id, {}, {now}, {}, {}, {now} FROM {}",
                             rows.param(1),

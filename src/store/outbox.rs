@@ -548,8 +548,9 @@ impl Store {
             })
             .collect();
         dispatch!(self, pool => {
-            let mut tx = self.begin_write(pool).await?;
+            // Bound before the write turn is taken.
             let finishes = Rows::new(pool, &[("send_id", Col::Int), ("to_state", Col::Text), ("err", Col::Text), ("at", Col::Int)], &finishes);
+            let mut tx = self.begin_write(pool).await?;
             let sql = format!(
                 "UPDATE sends SET state = v.to_state, error = v.err, finished_at = v.at \
                  FROM {} WHERE sends.id = v.send_id AND sends.state = 'sending' AND sends.claimed_by = {} \
