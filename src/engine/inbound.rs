@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::domain::{EmailAddress, EnrollmentState, TouchKind};
 use crate::inbox::classify::{classify, Kind, Verdict};
 use crate::schedule;
-use crate::store::{InboundAction, InboundOutcome, LeadRow, MatchedLead, SentRef, Store, StoreError};
+use crate::store::{InboundAction, InboundOutcome, MatchedLead, SentRef, Store, StoreError};
 
 /// The longest an out-of-office pauses a lead, whatever it says.
 const MAX_AUTO_PAUSE_DAYS: i64 = 30;
@@ -156,10 +156,8 @@ pub async fn handle(cfg: &Config, store: &Store, rep_id: &str, batch: &Classifie
 struct Known {
     /// Our sends among the batch's own and referred Message-IDs.
     sends: HashMap<String, SentRef>,
-    leads: HashMap<i64, LeadRow>,
+    leads: HashMap<i64, MatchedLead>,
     lead_ids_by_email: HashMap<String, i64>,
-    /// The sequence of each lead's current enrollment.
-    sequences: HashMap<i64, String>,
 }
 
 impl Known {
@@ -177,20 +175,16 @@ impl Known {
         let by_email: Vec<&EmailAddress> = addresses.iter().collect();
         let mut leads = HashMap::new();
         let mut lead_ids_by_email = HashMap::new();
-        let mut sequences = HashMap::new();
-        for MatchedLead { lead, sequence } in store.leads_for_matching(&lead_ids, &by_email).await? {
+        for lead in store.leads_for_matching(&lead_ids, &by_email).await? {
             lead_ids_by_email.insert(lead.email.clone(), lead.id);
-            if let Some(sequence) = sequence {
-                sequences.insert(lead.id, sequence);
-            }
             leads.insert(lead.id, lead);
         }
-        Ok(Known { sends, leads, lead_ids_by_email, sequences })
+        Ok(Known { sends, leads, lead_ids_by_email })
     }
 
     /// Threading first (the newest of our sends the message refers to),
     /// then the address the verdict names.
-    fn lead_of(&self, v: &Verdict) -> Option<&LeadRow> {
+    fn lead_of(&self, v: &Verdict) -> Option<&MatchedLead> {
         let by_thread = newest_referred(&self.sends, v).and_then(|s| s.lead_id).and_then(|id| self.leads.get(&id));
         by_thread.or_else(|| {
             let addr = lead_address(v)?;
@@ -264,7 +258,7 @@ fn decide<'a>(cfg: &'a Config, rep_id: &'a str, own: Option<&str>, known: &'a Kn
         return ignore(handled, "matches no lead", Record::Unmatched(action));
     };
     handled.lead = Some(lead.email.clone());
-    let seq = known.sequences.get(&lead.id).and_then(|name| cfg.sequence(name));
+    let seq = lead.sequence.as_deref().and_then(|name| cfg.sequence(name));
     let mut action = InboundAction {
         lead_id: Some(lead.id),
         at: v.date.unwrap_or(now).timestamp_millis(),

@@ -150,7 +150,7 @@ fn classify_inner(raw: &[u8]) -> Verdict {
         refers_to: Vec::new(),
         subject: msg.subject().map(|s| s.trim().to_string()),
         date: msg.date().filter(|d| d.is_valid()).and_then(|d| DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0)),
-        snippet: quote::snippet(&mail.body),
+        snippet: quote::snippet(&mail.new_text),
         matched: Vec::new(),
         return_date: None,
     };
@@ -171,6 +171,8 @@ struct Mail {
     subject: String,
     /// The main text body (HTML converted), quoted history included.
     body: String,
+    /// What the sender wrote: the body without quoted history and signature.
+    new_text: String,
     /// The message's local calendar date, for relative return dates.
     local_date: Option<NaiveDate>,
 }
@@ -178,11 +180,14 @@ struct Mail {
 impl Mail {
     fn new(msg: &Message<'_>) -> Mail {
         let first = msg.from().and_then(|a| a.first());
+        let body = msg.body_text(0).map(Cow::into_owned).unwrap_or_default();
+        let new_text = quote::new_text(&body);
         Mail {
             from: first.and_then(|a| a.address.as_deref()).map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty()),
             from_name: first.and_then(|a| a.name.as_deref()).unwrap_or("").to_lowercase(),
             subject: msg.subject().unwrap_or("").trim().to_string(),
-            body: msg.body_text(0).map(Cow::into_owned).unwrap_or_default(),
+            new_text,
+            body,
             local_date: msg.date().and_then(|d| NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))),
         }
     }
@@ -716,11 +721,11 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
         return;
     }
 
-    let new = quote::new_text(&mail.body);
+    let new = &mail.new_text;
     let auto_submitted = header(msg, "Auto-Submitted").filter(|a| !a.trim().is_empty() && !a.trim().eq_ignore_ascii_case("no"));
     let precedence = header(msg, "Precedence").map(|p| p.trim().to_lowercase());
     let ooo_subj = ooo_subject(&mail.subject);
-    let ooo_body = ooo_wording(&new);
+    let ooo_body = ooo_wording(new);
     let mut auto = Vec::new();
     if let Some(a) = &auto_submitted {
         auto.push(format!("Auto-Submitted: {a}"));

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::batch::{bind_rows, Rows};
 use super::{dispatch, from_json_rows, json_agg, Col, Store, StoreError};
@@ -163,7 +163,7 @@ impl Store {
             // round reads its leads again, after the rounds before it.
             let mut leads: HashMap<i64, LeadState> = HashMap::with_capacity(lead_ids.len());
             read_lead_states!(tx, pool, lead_ids, leads);
-            let rounds = rounds(actions, |id| leads.get(&id).map(|l| l.domain.clone()));
+            let rounds = rounds(actions, |id| leads.get(&id).map(|l| l.domain.as_str()));
             for (n, round) in rounds.iter().enumerate() {
                 if n > 0 {
                     let ids: Vec<i64> = round.iter().filter_map(|&i| actions[i].lead_id).collect();
@@ -171,11 +171,11 @@ impl Store {
                 }
                 // Seen: the keys are distinct within a round. (`WHERE true`:
                 // SQLite would read the upsert's ON as a join constraint.)
-                let seen: Vec<_> = round
+                let seen: Vec<Seen> = round
                     .iter()
                     .map(|&i| {
                         let a = &actions[i];
-                        json!({ "rep": a.rep, "message_key": a.message_key, "kind": a.kind.as_str(), "lead_id": a.lead_id })
+                        Seen { rep: a.rep, message_key: a.message_key, kind: a.kind.as_str(), lead_id: a.lead_id }
                     })
                     .collect();
                 let seen = Rows::new(pool, &[("rep", Col::Text), ("message_key", Col::Text), ("kind", Col::Text), ("lead_id", Col::Int)], &seen);
@@ -220,7 +220,7 @@ impl Store {
                         let a = &actions[i];
                         if let (Some((eid, state)), Some(to)) = (live.get(&lead_id), a.enrollment_state) {
                             if !(to == EnrollmentState::Paused && *state == "paused") {
-                                moves.push(json!({ "id": eid, "state": to.as_str(), "paused_until": a.paused_until, "ended": i64::from(!to.is_live()), "reason": a.kind.as_str() }));
+                                moves.push(Move { id: *eid, state: to.as_str(), paused_until: a.paused_until, ended: i64::from(!to.is_live()), reason: a.kind.as_str() });
                                 outcomes[i].enrollment_changed = true;
                             }
                         }
@@ -243,7 +243,7 @@ impl Store {
                     for &(i, lead_id) in &acting {
                         let Some(stage) = actions[i].stage else { continue };
                         if let Some(old) = leads.get(&lead_id).map(|l| &l.stage).filter(|old| stage_rank(stage) > stage_rank(old)) {
-                            advanced.push(json!({ "id": lead_id, "stage": stage }));
+                            advanced.push(Advance { id: lead_id, stage });
                             details.push((i, lead_id, format!("{old} -> {stage} ({})", actions[i].kind)));
                         }
                     }
@@ -264,7 +264,7 @@ impl Store {
                     // A round has one action per domain.
                     let stopping: Vec<(usize, i64, &str)> = acting.iter().filter_map(|&(i, lead_id)| Some((i, lead_id, actions[i].stop_domain?))).collect();
                     if !stopping.is_empty() {
-                        let replied: Vec<_> = stopping.iter().map(|&(_, lead_id, domain)| json!({ "domain": domain, "lead_id": lead_id })).collect();
+                        let replied: Vec<Replied> = stopping.iter().map(|&(_, lead_id, domain)| Replied { domain, lead_id }).collect();
                         let replied = Rows::new(pool, &[("domain", Col::Text), ("lead_id", Col::Int)], &replied);
                         let sql = format!(
                             "WITH s AS (SELECT domain, lead_id FROM {}) \
@@ -304,7 +304,7 @@ impl Store {
                     .filter(|&(addr, _)| addresses.insert(addr))
                     .map(|(addr, kind)| {
                         let state = if kind == TouchKind::Bounce { EnrollmentState::Bounced } else { EnrollmentState::Unsubscribed };
-                        json!({ "pattern": addr, "state": state.as_str(), "reason": kind.as_str() })
+                        Suppress { pattern: addr, state: state.as_str(), reason: kind.as_str() }
                     })
                     .collect();
                 if !suppressing.is_empty() {
@@ -345,6 +345,39 @@ struct LeadState {
     live_state: Option<String>,
 }
 
+// The rows of `record_inbound`'s statements, in their columns' order.
+#[derive(Serialize)]
+struct Seen<'a> {
+    rep: &'a str,
+    message_key: &'a str,
+    kind: &'static str,
+    lead_id: Option<i64>,
+}
+#[derive(Serialize)]
+struct Move {
+    id: i64,
+    state: &'static str,
+    paused_until: Option<i64>,
+    ended: i64,
+    reason: &'static str,
+}
+#[derive(Serialize)]
+struct Advance<'a> {
+    id: i64,
+    stage: &'a str,
+}
+#[derive(Serialize)]
+struct Replied<'a> {
+    domain: &'a str,
+    lead_id: i64,
+}
+#[derive(Serialize)]
+struct Suppress<'a> {
+    pattern: &'a str,
+    state: &'static str,
+    reason: &'static str,
+}
+
 /// Reads the [`LeadState`] of the leads `$ids` into the map `$into`.
 macro_rules! read_lead_states {
     ($tx:expr, $pool:expr, $ids:expr, $into:expr) => {
@@ -365,10 +398,10 @@ use read_lead_states;
 /// What an action reads or writes besides its own key: its lead's company
 /// (the lead, its enrollments, its suppression, and the colleagues a reply
 /// stops all sit under the lead's domain).
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Scope {
-    Key(String),
-    Domain(String),
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Scope<'a> {
+    Key(&'a str),
+    Domain(&'a str),
     /// A lead whose row is gone: only itself.
     Lead(i64),
 }
@@ -379,16 +412,17 @@ enum Scope {
 /// later round than every earlier action it shares one with. Writing the
 /// rounds in order is then the same as writing the actions one by one; a
 /// batch of replies from different companies is one round.
-fn rounds(actions: &[InboundAction<'_>], domain_of: impl Fn(i64) -> Option<String>) -> Vec<Vec<usize>> {
+fn rounds<'s>(actions: &'s [InboundAction<'_>], domain_of: impl Fn(i64) -> Option<&'s str>) -> Vec<Vec<usize>> {
     let mut last: HashMap<Scope, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, a) in actions.iter().enumerate() {
-        let mut scopes = vec![Scope::Key(a.message_key.to_string())];
-        if let Some(lead_id) = a.lead_id {
-            scopes.push(domain_of(lead_id).map_or(Scope::Lead(lead_id), Scope::Domain));
-        }
-        scopes.extend(a.stop_domain.map(|d| Scope::Domain(d.to_string())));
-        let round = scopes.iter().filter_map(|s| last.get(s)).map(|r| r + 1).max().unwrap_or(0);
+        let scopes = [
+            Some(Scope::Key(a.message_key)),
+            a.lead_id.map(|lead_id| domain_of(lead_id).map_or(Scope::Lead(lead_id), Scope::Domain)),
+            a.stop_domain.map(Scope::Domain),
+        ];
+        let scopes = scopes.into_iter().flatten();
+        let round = scopes.clone().filter_map(|s| last.get(&s)).map(|r| r + 1).max().unwrap_or(0);
         for s in scopes {
             last.insert(s, round);
         }
@@ -425,7 +459,7 @@ mod tests {
             action("e", Some(4), None),
             action("f", Some(99), None), // a lead whose row is gone
         ];
-        let domain_of = |id| domains.get(&id).cloned();
+        let domain_of = |id| domains.get(&id).map(String::as_str);
         assert_eq!(rounds(&actions, domain_of), vec![vec![0, 3, 4, 6, 7], vec![1, 5], vec![2]]);
         assert!(rounds(&[], domain_of).is_empty());
     }

@@ -47,12 +47,17 @@ impl LeadRow {
 
     /// The lead's zone, or `default` when unset or no longer valid.
     pub fn tz(&self, default: chrono_tz::Tz) -> chrono_tz::Tz {
-        self.timezone.as_deref().and_then(|t| t.parse().ok()).unwrap_or(default)
+        zone_or(self.timezone.as_deref(), default)
     }
 
     pub fn is_archived(&self) -> bool {
         self.status == "archived"
     }
+}
+
+/// A lead's stored zone, or `default` when unset or no longer valid.
+pub(crate) fn zone_or(timezone: Option<&str>, default: chrono_tz::Tz) -> chrono_tz::Tz {
+    timezone.and_then(|t| t.parse().ok()).unwrap_or(default)
 }
 
 #[derive(Clone, Debug, sqlx::FromRow, Serialize, Deserialize)]

@@ -139,6 +139,39 @@ async fn messages_of_one_batch_see_each_others_effects() {
     assert_eq!(r.p.run(&["enroll", "cy@other.example", "--sequence", "outreach"]).status.code(), Some(3), "suppressed");
 }
 
+/// A batch of 300 replies from 300 companies, matched by address: each
+/// records a reply and a stage change, 600 touchpoints in one transaction,
+/// more than one statement binds on SQLite. Every one of them is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_hundreds_of_replies_records_every_touchpoint() {
+    const N: usize = 300;
+    let r = rig().await;
+    let mut csv = String::from("email,first_name,company\n");
+    for i in 0..N {
+        csv.push_str(&format!("lead{i}@co{i}.example,Lead{i},Co {i}\n"));
+    }
+    let file = r.p.tmp.write("leads.csv", &csv);
+    // Enrolled in 2030: nothing falls due at the tick below.
+    r.p.ok(&["import", file.to_str().unwrap(), "--sequence", "outreach", "--now", "2030-01-07T10:00:00Z"]);
+    for i in 0..N {
+        let m = format!(
+            "From: Lead {i} <lead{i}@co{i}.example>\r\nTo: nik@vendor.test\r\nSubject: Re: Quick question\r\n\
+             Date: Tue, 08 Jan 2030 08:15:00 +0000\r\nMessage-ID: <r{i}@co{i}.example>\r\n\r\nTell me more, {i}.\r\n"
+        );
+        r.imap.append("nik", "INBOX", m.as_bytes()).await;
+    }
+    r.p.tick("2030-01-08T09:00:00Z");
+    assert_eq!(r.p.sql("SELECT COUNT(*) FROM enrollments WHERE state = 'replied'"), N.to_string());
+    assert_eq!(r.p.sql("SELECT COUNT(*) FROM leads WHERE stage = 'closing'"), N.to_string());
+    assert_eq!(r.p.sql("SELECT COUNT(DISTINCT lead_id) FROM touchpoints WHERE kind = 'reply'"), N.to_string());
+    assert_eq!(r.p.sql("SELECT COUNT(*) FROM touchpoints WHERE kind = 'reply'"), N.to_string());
+    assert_eq!(
+        r.p.sql("SELECT COUNT(*) FROM touchpoints WHERE kind = 'stage_change' AND detail LIKE '% -> closing (reply)'"),
+        N.to_string()
+    );
+    assert_eq!(r.p.sql("SELECT detail FROM touchpoints WHERE kind = 'reply' AND lead_id = (SELECT id FROM leads WHERE email = 'lead299@co299.example')"), "Tell me more, 299.");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_out_of_office_pauses_until_the_return_date_then_the_next_step_goes_out() {
     let r = rig().await;

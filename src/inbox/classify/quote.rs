@@ -38,9 +38,9 @@ pub fn new_text(body: &str) -> String {
     text.trim().to_string()
 }
 
-/// `new_text` cut to [`SNIPPET_MAX`] characters on one line.
-pub fn snippet(body: &str) -> String {
-    let text = new_text(body).split_whitespace().collect::<Vec<_>>().join(" ");
+/// A message's [`new_text`] cut to [`SNIPPET_MAX`] characters on one line.
+pub fn snippet(new_text: &str) -> String {
+    let text = new_text.split_whitespace().collect::<Vec<_>>().join(" ");
     truncate(&text, SNIPPET_MAX)
 }
 
