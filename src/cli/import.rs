@@ -102,6 +102,10 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         }
     }
     reading.await.map_err(|e| Failure::new(EXIT_FAILURE, format!("the CSV reader stopped: {e}")))?;
+    // Closing checkpoints SQLite's WAL into the database file: otherwise up
+    // to 40 MB of it is left for the daemon's first statements to read
+    // through and its first commit to write out.
+    ctx.store.close().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
