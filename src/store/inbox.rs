@@ -345,7 +345,7 @@ struct LeadState {
     live_state: Option<String>,
 }
 
-// The rows of `record_inbound`'s statements, in their columns' order.
+// The rows of `record_inbound`'s statements (bound by field name).
 #[derive(Serialize)]
 struct Seen<'a> {
     rep: &'a str,
