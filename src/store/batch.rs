@@ -226,61 +226,27 @@ impl ser::Error for NotScalar {
     }
 }
 
-/// Serialises one struct (or a map with string keys, as `json!`) into its
-/// row of values, by field name.
+/// Serialises one struct into its row of values, by field name.
 struct RowSerializer<'a, 'c> {
     cols: &'c [(&'c str, Col)],
     out: &'a mut [Value],
-}
-
-/// [`RowSerializer`] within a map: the column of the key last seen.
-struct MapRow<'a, 'c> {
-    row: RowSerializer<'a, 'c>,
-    col: Option<usize>,
-}
-
-impl RowSerializer<'_, '_> {
-    fn set<T: ?Sized + Serialize>(&mut self, col: Option<usize>, value: &T) -> Result<(), NotScalar> {
-        if let Some(i) = col {
-            self.out[i] = value.serialize(ValueSerializer)?;
-        }
-        Ok(())
-    }
-    fn col(&self, key: &str) -> Option<usize> {
-        self.cols.iter().position(|(name, _)| *name == key)
-    }
 }
 
 impl SerializeStruct for RowSerializer<'_, '_> {
     type Ok = ();
     type Error = NotScalar;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<(), NotScalar> {
-        self.set(self.col(key), value)
+        if let Some(i) = self.cols.iter().position(|(name, _)| *name == key) {
+            self.out[i] = value.serialize(ValueSerializer)?;
+        }
+        Ok(())
     }
     fn end(self) -> Result<(), NotScalar> {
         Ok(())
     }
 }
 
-impl ser::SerializeMap for MapRow<'_, '_> {
-    type Ok = ();
-    type Error = NotScalar;
-    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), NotScalar> {
-        self.col = match key.serialize(ValueSerializer)? {
-            Value::Text(key) => self.row.col(&key),
-            other => return Err(NotScalar(format!("not a column name: {other:?}"))),
-        };
-        Ok(())
-    }
-    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), NotScalar> {
-        self.row.set(self.col, value)
-    }
-    fn end(self) -> Result<(), NotScalar> {
-        Ok(())
-    }
-}
-
-/// Everything but a struct or a map is refused.
+/// Everything but a struct is refused.
 macro_rules! refuse {
     ($($name:ident($($arg:ty),*) -> $ret:ty;)*) => {
         $(fn $name(self, $(_: $arg),*) -> Result<$ret, NotScalar> {
@@ -296,15 +262,12 @@ impl<'a, 'c> Serializer for RowSerializer<'a, 'c> {
     type SerializeTuple = Impossible<(), NotScalar>;
     type SerializeTupleStruct = Impossible<(), NotScalar>;
     type SerializeTupleVariant = Impossible<(), NotScalar>;
-    type SerializeMap = MapRow<'a, 'c>;
+    type SerializeMap = Impossible<(), NotScalar>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Impossible<(), NotScalar>;
 
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, NotScalar> {
         Ok(self)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<MapRow<'a, 'c>, NotScalar> {
-        Ok(MapRow { row: self, col: None })
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<(), NotScalar> {
         Err(NotScalar("not a row: newtype".into()))
@@ -338,6 +301,7 @@ impl<'a, 'c> Serializer for RowSerializer<'a, 'c> {
         serialize_tuple(usize) -> Self::SerializeTuple;
         serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
         serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
+        serialize_map(Option<usize>) -> Self::SerializeMap;
         serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
     }
 }
@@ -467,15 +431,6 @@ mod tests {
         );
         assert_eq!(params[5..8], [Value::Int(1), Value::Int(i64::MAX), Value::Null]);
         assert!(params[15..].iter().all(|v| *v == Value::Null), "padding is NULL, marker included");
-    }
-
-    #[test]
-    fn json_objects_bind_like_structs() {
-        let objects = [serde_json::json!({ "name": "O'Brien; DROP TABLE leads", "id": 7, "score": 1.5, "ignored": true })];
-        let structs = [Row { name: Some("O'Brien; DROP TABLE leads"), id: 7, ignored: true, score: 1.5 }];
-        let (a, b) = (Rows::of::<sqlx::Sqlite, _>(COLS, &objects).into_params(), Rows::of::<sqlx::Sqlite, _>(COLS, &structs).into_params());
-        assert_eq!(a, b);
-        assert_eq!(a[..3], [Value::Int(1), Value::Int(7), Value::Text("O'Brien; DROP TABLE leads".into())]);
     }
 
     #[test]
