@@ -4,7 +4,8 @@
 //! file never sits in memory. Reading and validating run on a thread of
 //! their own, a batch ahead of the database writes, so that the two
 //! overlap. A bad row is reported with its line number and skipped; every
-//! good row is kept.
+//! good row is kept. Into a database without leads (a first import), the
+//! secondary indexes are built once at the end (see `store::bulk`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ use crate::store::Refusal;
 
 /// Rows per transaction: the more, the fewer times the same index pages
 /// are written out. A batch holds the write lock for about half a second
-/// (measured on 2 cores), which a running daemon waits out.
+/// (measured on 2 cores), which a running daemon waits out. 50,000 and
+/// 100,000 were slower for a first import (two runs each).
 const BATCH: usize = 20_000;
 /// Batches waiting for the database while the next is read: one is enough
 /// for the two sides to overlap, and each waiting batch is memory.
@@ -89,22 +91,34 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}").expect("valid template"));
         bar
     });
+    // Into empty tables, the secondary indexes are built once at the end
+    // (see store::bulk), also when a batch fails.
+    let deferred = ctx.store.defer_indexes().await?;
     let (batches, mut parsed) = tokio::sync::mpsc::channel(AHEAD);
     let reading = tokio::task::spawn_blocking(move || read_batches(reader, &headers, &batches));
     let mut summary = ImportSummary::default();
-    while let Some(batch) = parsed.recv().await {
-        summary.rows += batch.rows;
-        summary.bad.extend(batch.bad);
-        flush(&ctx, a, &batch.leads, &mut summary).await?;
-        if let Some(bar) = &bar {
-            bar.set_position(batch.read_to);
-            bar.set_message(format!("{} rows", summary.rows));
+    let written = async {
+        while let Some(batch) = parsed.recv().await {
+            summary.rows += batch.rows;
+            summary.bad.extend(batch.bad);
+            flush(&ctx, a, &batch.leads, &mut summary).await?;
+            if let Some(bar) = &bar {
+                bar.set_position(batch.read_to);
+                bar.set_message(format!("{} rows", summary.rows));
+            }
         }
+        Ok::<_, Failure>(())
     }
+    .await;
+    if deferred > 0 {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("{} rows; building indexes", summary.rows));
+        }
+        ctx.store.build_deferred_indexes().await?;
+    }
+    written?;
     reading.await.map_err(|e| Failure::new(EXIT_FAILURE, format!("the CSV reader stopped: {e}")))?;
-    // Closing checkpoints SQLite's WAL into the database file: otherwise up
-    // to 40 MB of it is left for the daemon's first statements to read
-    // through and its first commit to write out.
+    ctx.store.checkpoint().await?;
     ctx.store.close().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();

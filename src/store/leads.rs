@@ -389,6 +389,8 @@ impl Store {
                     ("fields", Col::Text),
                 ];
                 let enrollment_cols = [("id", Col::Int), ("lead_id", Col::Int), ("due_at", Col::Int), ("next_at", Col::Int)];
+                let touch_cols = [("id", Col::Int), ("lead_id", Col::Int)];
+                let (enrolled_detail, stage_detail) = (format!("sequence {}", plan.sequence), format!("-> {stage}"));
                 let per = Rows::max_rows(pool, lead_cols.len());
                 for (leads, enrollments) in leads.chunks(per).zip(enrollments.chunks(per)) {
                     let rows = Rows::new(pool, &lead_cols, leads);
@@ -403,8 +405,7 @@ impl Store {
                         now = rows.param(3),
                     );
                     bind_rows!(sqlx::query(&sql), rows).bind(owner).bind(stage).bind(now).execute(&mut *tx).await?;
-                    let enrollments = Rows::new(pool, &enrollment_cols, enrollments);
-                    let rows = enrollments.clone();
+                    let rows = Rows::new(pool, &enrollment_cols, enrollments);
                     let sql = format!(
                         "INSERT INTO enrollments (id, lead_id, sequence, rep, state, phase, step, touches, due_at, next_at, enrolled_at, updated_at) \
                          SELECT id, lead_id, {}, {}, 'active', 'step', 0, 0, due_at, next_at, {now}, {now} FROM {}",
@@ -415,20 +416,30 @@ impl Store {
                     );
                     bind_rows!(sqlx::query(&sql), rows).bind(plan.sequence).bind(owner).bind(now).execute(&mut *tx).await?;
                     // Two touchpoints per lead, enrolled then the stage it
-                    // starts in, read from the same rows (not `touches!`: the
-                    // leads were written with their last touch already).
-                    for (kind, detail) in [(TouchKind::Enrolled, format!("sequence {}", plan.sequence)), (TouchKind::StageChange, format!("-> {stage}"))] {
-                        let rows = enrollments.clone();
-                        let sql = format!(
-                            "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) SELECT lead_id, id, {}, {now}, {}, {}, {now} FROM {}",
-                            rows.param(1),
-                            rows.param(3),
-                            rows.param(4),
-                            rows.table(),
-                            now = rows.param(2),
-                        );
-                        bind_rows!(sqlx::query(&sql), rows).bind(kind.as_str()).bind(now).bind(owner).bind(detail).execute(&mut *tx).await?;
-                    }
+                    // starts in, from the enrollments' ids (not `touches!`:
+                    // the leads were written with their last touch already).
+                    let rows = Rows::new(pool, &touch_cols, enrollments);
+                    let sql = format!(
+                        "INSERT INTO touchpoints (lead_id, enrollment_id, kind, at, rep, detail, created_at) \
+                         SELECT v.lead_id, v.id, k.kind, {now}, {rep}, k.detail, {now} FROM {} \
+                         CROSS JOIN (SELECT {} AS kind, {} AS detail UNION ALL SELECT {}, {}) AS k",
+                        rows.table(),
+                        rows.param(3),
+                        rows.param(4),
+                        rows.param(5),
+                        rows.param(6),
+                        now = rows.param(1),
+                        rep = rows.param(2),
+                    );
+                    bind_rows!(sqlx::query(&sql), rows)
+                        .bind(now)
+                        .bind(owner)
+                        .bind(TouchKind::Enrolled.as_str())
+                        .bind(&enrolled_detail)
+                        .bind(TouchKind::StageChange.as_str())
+                        .bind(&stage_detail)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             for &i in &slow {

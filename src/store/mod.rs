@@ -21,6 +21,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub(crate) mod batch;
 mod board;
+mod bulk;
 mod inbox;
 mod instances;
 mod leads;
@@ -298,8 +299,10 @@ impl Store {
                 // WAL pages, and syncs the database file, while the
                 // process's writer turn is held (busy 92% of the time while
                 // dispatching). Every 40 MB instead of SQLite's 4 MB: 6-11%
-                // more emails a second, four runs each.
-                .pragma("wal_autocheckpoint", "10000");
+                // more emails a second, four runs each. A bulk writer's
+                // every 400 MB: a million-row import 3% faster (three
+                // alternating pairs), its WAL checkpointed at the end.
+                .pragma("wal_autocheckpoint", if sqlite_cache_kib.is_some() { "100000" } else { "10000" });
             // A negative cache_size is in KiB.
             let opts = match sqlite_cache_kib {
                 Some(kib) => opts.pragma("cache_size", format!("-{kib}")),
@@ -330,7 +333,9 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
-        Ok(Store { db, instance, writers: Arc::default(), cron_asked: Arc::default(), day_counts: Arc::default() })
+        let store = Store { db, instance, writers: Arc::default(), cron_asked: Arc::default(), day_counts: Arc::default() };
+        store.build_deferred_indexes().await?;
+        Ok(store)
     }
 
     /// Begins a write transaction. SQLite has one writer at a time: when two
@@ -362,6 +367,20 @@ impl Store {
 
     pub async fn close(&self) {
         dispatch!(self, pool => pool.close().await)
+    }
+
+    /// Copies SQLite's WAL into the database file and empties it, for a
+    /// bulk writer about to exit: otherwise its last WAL (hundreds of MB
+    /// after an import) is left for the next process to read through and
+    /// checkpoint. Closing the pool does not do it reliably (the WAL was
+    /// left after half of the imports tried): sqlx hands a connection back
+    /// to its pool in a task of its own, so the last one may be closed
+    /// after the process has exited.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Db::Sqlite(pool) = &self.db {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+        }
+        Ok(())
     }
 }
 

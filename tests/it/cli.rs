@@ -171,6 +171,53 @@ fn import_keeps_good_rows_names_bad_lines_and_is_idempotent() {
     );
 }
 
+/// Every index of the tables an import fills, by name and definition.
+fn fill_indexes(p: &Project) -> String {
+    p.sql(
+        "SELECT name || ': ' || sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+         AND tbl_name IN ('leads', 'enrollments', 'touchpoints') ORDER BY name",
+    )
+}
+
+/// A first import sets the secondary indexes aside and builds them at its
+/// end (store::bulk): the database ends with the schema it started with.
+#[test]
+fn a_first_import_ends_with_every_index() {
+    let p = Project::file();
+    p.ok(&["leads"]); // creates and migrates the database
+    let migrated = fill_indexes(&p);
+    assert!(migrated.contains("touchpoints_lead: CREATE INDEX") && migrated.contains("enrollments_one_live"), "{migrated}");
+    let mut csv = String::from("email,first_name\n");
+    for i in 0..300 {
+        csv.push_str(&format!("lead{i}@acme{}.example,Lead{i}\n", i % 7));
+    }
+    let file = p.tmp.write("first.csv", &csv);
+    let summary = p.json(&["import", file.to_str().unwrap(), "--sequence", "outreach", "--now", MON_10_UTC]);
+    assert_eq!(summary["enrolled"], 300, "{summary}");
+    assert_eq!(fill_indexes(&p), migrated);
+    assert_eq!(p.sql("SELECT count(*) FROM deferred_indexes"), "0");
+    assert_eq!(p.sql("SELECT count(*) FROM touchpoints"), "600");
+    assert_eq!(p.sql("PRAGMA integrity_check"), "ok");
+}
+
+/// An import stopped between setting its indexes aside and building them
+/// leaves them listed in `deferred_indexes`; the next cadence command to
+/// open the database builds them.
+#[test]
+fn indexes_left_aside_by_a_stopped_import_are_built_at_the_next_open() {
+    let p = Project::file();
+    p.enroll("ana@acme.example", "UTC", MON_10_UTC);
+    let migrated = fill_indexes(&p);
+    p.sql(
+        "INSERT INTO deferred_indexes (name, sql) SELECT name, sql FROM sqlite_master WHERE name IN ('leads_domain', 'touchpoints_lead'); \
+         DROP INDEX leads_domain; DROP INDEX touchpoints_lead;",
+    );
+    assert!(!fill_indexes(&p).contains("leads_domain"));
+    p.ok(&["leads"]);
+    assert_eq!(fill_indexes(&p), migrated);
+    assert_eq!(p.sql("SELECT count(*) FROM deferred_indexes"), "0");
+}
+
 /// The importer writes new leads set-wise and everything else one by one:
 /// a batch that mixes new, repeated, suppressed and existing leads must end
 /// exactly as enrolling its rows one at a time does.
