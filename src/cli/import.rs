@@ -110,13 +110,17 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
         Ok::<_, Failure>(())
     }
     .await;
-    if deferred > 0 {
+    let built = if deferred > 0 {
         if let Some(bar) = &bar {
             bar.set_message(format!("{} rows; building indexes", summary.rows));
         }
-        ctx.store.build_deferred_indexes().await?;
-    }
+        ctx.store.build_deferred_indexes().await.map(drop)
+    } else {
+        Ok(())
+    };
+    // The batch's error first (a full disk fails the build too).
     written?;
+    built?;
     reading.await.map_err(|e| Failure::new(EXIT_FAILURE, format!("the CSV reader stopped: {e}")))?;
     ctx.store.checkpoint().await?;
     ctx.store.close().await;

@@ -52,7 +52,8 @@ impl Store {
 
     /// Builds the indexes an import set aside, if any (in one transaction);
     /// returns how many. Runs at every open, so that a stopped import does
-    /// not leave the tables without them.
+    /// not leave the tables without them for longer than until the next
+    /// cadence command.
     pub async fn build_deferred_indexes(&self) -> Result<usize, StoreError> {
         let Db::Sqlite(pool) = &self.db else { return Ok(0) };
         // A plain read first: a read-only database opens without a write.

@@ -334,7 +334,11 @@ impl Store {
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
         let store = Store { db, instance, writers: Arc::default(), cron_asked: Arc::default(), day_counts: Arc::default() };
-        store.build_deferred_indexes().await?;
+        // Only slower queries without them: a database that cannot be
+        // written to (a read-only mount, a full disk) still opens.
+        if let Err(e) = store.build_deferred_indexes().await {
+            tracing::warn!(error = %e, "cannot build the indexes a stopped import set aside; queries are slower until they are built");
+        }
         Ok(store)
     }
 

@@ -182,7 +182,7 @@ fn fill_indexes(p: &Project) -> String {
 /// A first import sets the secondary indexes aside and builds them at its
 /// end (store::bulk): the database ends with the schema it started with.
 #[test]
-fn a_first_import_ends_with_every_index() {
+fn sqlite_a_first_import_ends_with_every_index() {
     let p = Project::file();
     p.ok(&["leads"]); // creates and migrates the database
     let migrated = fill_indexes(&p);
@@ -204,7 +204,7 @@ fn a_first_import_ends_with_every_index() {
 /// leaves them listed in `deferred_indexes`; the next cadence command to
 /// open the database builds them.
 #[test]
-fn indexes_left_aside_by_a_stopped_import_are_built_at_the_next_open() {
+fn sqlite_indexes_left_aside_by_a_stopped_import_are_built_at_the_next_open() {
     let p = Project::file();
     p.enroll("ana@acme.example", "UTC", MON_10_UTC);
     let migrated = fill_indexes(&p);

@@ -26,7 +26,7 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{free_port, port_is_free, wait_until, HOST};
+use super::{free_port, port_is_free, wait_until_blocking, HOST};
 
 const DOVECOT: &str = "/usr/sbin/dovecot";
 const DOVEADM: &str = "/usr/bin/doveadm";
@@ -188,11 +188,22 @@ impl Dovecot {
         self.master.is_some()
     }
 
-    /// Kills Dovecot and every process it started (open connections drop).
+    /// Kills Dovecot and every process it started (open connections drop),
+    /// and returns once its ports are released: killed login processes
+    /// close the listening sockets as they die, a moment after the master.
     /// Mail and ports are kept for [`Dovecot::start_again`]. Idempotent.
     pub fn stop(&mut self) {
+        if self.kill() {
+            let (imap, imaps) = (self.imap_port, self.imaps_port);
+            wait_until_blocking("the stopped Dovecot's ports to be released", READY_TIMEOUT, || port_is_free(imap) && port_is_free(imaps));
+        }
+    }
+
+    /// Kills every process, without waiting for the ports; false if it was
+    /// not running.
+    fn kill(&mut self) -> bool {
         let Some(mut master) = self.master.take() else {
-            return;
+            return false;
         };
         // The master leads its own process group: kill the whole group.
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", master.id())]).status();
@@ -200,15 +211,13 @@ impl Dovecot {
         let _ = master.wait();
         // A stale pid file makes the next start report "already running".
         let _ = fs::remove_file(self.dir.path().join("run/master.pid"));
+        true
     }
 
     /// Starts Dovecot again on the same ports with the same mail, after
     /// [`Dovecot::stop`].
     pub async fn start_again(&mut self) {
         self.stop();
-        let (imap, imaps) = (self.imap_port, self.imaps_port);
-        // Killed login processes release the listening sockets as they die.
-        wait_until("the old Dovecot's ports to be released", READY_TIMEOUT, || port_is_free(imap) && port_is_free(imaps)).await;
         if let Err(log) = self.spawn_and_wait().await {
             panic!("Dovecot did not start again:\n{log}");
         }
@@ -331,7 +340,7 @@ protocol imap {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
 }
 
