@@ -3,7 +3,7 @@
 //! Filling empty tables through their secondary indexes costs more than
 //! building those indexes once, sorted, at the end: a million leads took
 //! 15.5 s to import with the indexes in place, 7.2 s without them, and the
-//! indexes 4.5 s to build afterwards (SQLite, one run each). So an import
+//! indexes about 3 s to build afterwards (SQLite, 2 cores). So an import
 //! into a database that has no leads yet sets aside the non-unique indexes
 //! of `leads`, `enrollments` and `touchpoints`, and builds them when it is
 //! done.
