@@ -351,13 +351,20 @@ async fn the_board_in_chromium_moves_pauses_and_follows_replies_live() {
     }
     b.p.ok(&["note", &email_of("Ivo", "Tyrell Systems"), "Budget approved; legal review next week.", "--kind", "call"]);
     // The daemon sends every step 1 (nik's over SMTP, ana's to files) before the browser looks.
-    // A lead moved to won or lost gets no email: its sequence stops.
+    // A lead moved to won or lost stops its sequence; the daemon, already
+    // running, may have sent its step 1 in the moment between `enroll` and
+    // `stage` (seen on a loaded machine), so only the open leads are counted.
     let open = |l: &&(&str, &str, &str, f64, &str, &str)| l.5 != "won" && l.5 != "lost";
-    let nik_leads = LEADS.iter().filter(open).filter(|l| l.4 == "nik").count();
-    let sent = smtp.wait_for(nik_leads, Duration::from_secs(60));
     wait_until_blocking("every intro sent", Duration::from_secs(60), || {
-        b.p.sql("SELECT count(*) FROM touchpoints WHERE kind = 'email_sent'") == LEADS.iter().filter(open).count().to_string()
+        b.p.sql(
+            "SELECT count(*) FROM touchpoints t JOIN leads l ON l.id = t.lead_id \
+             WHERE t.kind = 'email_sent' AND l.stage NOT IN ('won', 'lost')",
+        ) == LEADS.iter().filter(open).count().to_string()
     });
+    // Recorded as sent once the server took it.
+    let sent = smtp.messages();
+    let nik_leads = LEADS.iter().filter(open).filter(|l| l.4 == "nik").count();
+    assert!(sent.len() >= nik_leads, "{} of {nik_leads} intros over SMTP", sent.len());
 
     let drag = email_of("Ana", "Acme Corp"); // prospecting -> qualification, by mouse
     let keyboard = email_of("Bo", "Globex"); // prospecting -> won, from the card menu

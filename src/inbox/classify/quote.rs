@@ -13,11 +13,13 @@ pub fn new_text(body: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
-        if is_signature_mark(line) || starts_history(&lines, i) {
-            break;
-        }
+        // A quoted line neither marks a signature nor starts the history.
         if t.starts_with('>') {
             continue;
+        }
+        let lower = t.to_lowercase();
+        if is_signature_mark(line, &lower) || starts_history(&lines, i, &lower) {
+            break;
         }
         out.push(t);
     }
@@ -54,18 +56,20 @@ pub fn truncate(text: &str, max: usize) -> String {
     s
 }
 
-fn is_signature_mark(line: &str) -> bool {
+/// `lower`: the line trimmed and lower-cased.
+fn is_signature_mark(line: &str, lower: &str) -> bool {
     let l = line.trim_end_matches('\r');
-    l == "-- " || l == "--" || l == "__" || {
-        let t = l.trim().to_lowercase();
-        t.starts_with("sent from my ") || t.starts_with("get outlook for ") || t.starts_with("dikirim dari ")
-    }
+    l == "-- "
+        || l == "--"
+        || l == "__"
+        || lower.starts_with("sent from my ")
+        || lower.starts_with("get outlook for ")
+        || lower.starts_with("dikirim dari ")
 }
 
-/// Does the quoted history start at line `i`?
-fn starts_history(lines: &[&str], i: usize) -> bool {
-    let t = lines[i].trim();
-    let lower = t.to_lowercase();
+/// Does the quoted history start at line `i` (`lower`: that line trimmed
+/// and lower-cased)?
+fn starts_history(lines: &[&str], i: usize, lower: &str) -> bool {
     // Separator lines of Outlook, Thunderbird, Apple Mail, Yahoo.
     let bare = lower.trim_matches(|c: char| c == '-' || c == '_' || c == '=' || c == ' ');
     if (lower.starts_with("--") || lower.starts_with("__"))
