@@ -105,7 +105,7 @@ fn starts_history(lines: &[&str], i: usize, lower: &str) -> bool {
         }
     }
     // Outlook without a separator: "From: ..." then "Sent: ..." / "Date:".
-    if is_header_line(&lower, &["from:", "dari:", "van:", "de:", "von:"]) {
+    if is_header_line(lower, &["from:", "dari:", "van:", "de:", "von:"]) {
         return lines[i + 1..lines.len().min(i + 5)]
             .iter()
             .any(|l| is_header_line(&l.trim().to_lowercase(), &["sent:", "date:", "dikirim:", "tanggal:", "to:", "kepada:", "subject:"]));
