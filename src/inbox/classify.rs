@@ -672,9 +672,9 @@ const OOO_WORDS: &[&str] = &[
     "balasan otomatis",
 ];
 
+/// `subject`: lower-cased.
 fn ooo_subject(subject: &str) -> Option<&'static str> {
-    let s = subject.to_lowercase();
-    OOO_SUBJECTS.iter().copied().find(|p| s.contains(p))
+    OOO_SUBJECTS.iter().copied().find(|p| subject.contains(p))
 }
 
 fn ooo_wording(text: &str) -> Option<&'static str> {
@@ -726,7 +726,7 @@ fn person(msg: &Message<'_>, mail: &Mail, v: &mut Verdict) {
     let new = &mail.new_text;
     let auto_submitted = header(msg, "Auto-Submitted").filter(|a| !a.trim().is_empty() && !a.trim().eq_ignore_ascii_case("no"));
     let precedence = header(msg, "Precedence").map(|p| p.trim().to_lowercase());
-    let ooo_subj = ooo_subject(&mail.subject);
+    let ooo_subj = ooo_subject(&subject);
     let mut auto = Vec::new();
     if let Some(a) = &auto_submitted {
         auto.push(format!("Auto-Submitted: {a}"));
