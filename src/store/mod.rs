@@ -320,20 +320,21 @@ impl Store {
                 // every 400 MB: a million-row import 3% faster (three
                 // alternating pairs), its WAL checkpointed at the end.
                 .pragma("wal_autocheckpoint", if bulk { "100000" } else { "10000" })
-                // A statement that writes many rows inside a transaction
-                // keeps a journal of the pages it changes, to undo itself
-                // alone on a constraint error. Past 64 KiB SQLite spills it
-                // to a temp file: 3.6 writes to it a dispatched email
-                // (strace), 6% of the daemon's time in perf. In memory it
-                // is a copy of a few hundred pages at most.
-                .pragma("temp_store", "memory")
                 // sqlx hands rows over from its worker thread through a
                 // channel of 50; a group commit's `RETURNING` of 250 rows
                 // stalled the writer on it, inside the writer turn. Room
                 // for a batch took that statement from 3.8 to 2.1 ms.
                 .row_buffer_size(4096);
-            // A negative cache_size is in KiB.
-            let opts = if bulk { opts.pragma("cache_size", format!("-{}", 256 * 1024)) } else { opts };
+            // A negative cache_size is in KiB. A statement that writes many
+            // rows inside a transaction keeps a journal of the pages it
+            // changes, to undo itself alone on a constraint error; past 64
+            // KiB SQLite spills it to a temp file. For the daemon that was
+            // 3.6 writes an email (strace) and 6% of its time (perf), so
+            // its journals stay in memory: a few hundred pages at most. An
+            // import's batches of 20,000 leads journal far more, and kept in
+            // memory they were no faster (a million-row import, four
+            // alternating runs: 0-5% slower), so an import keeps the file.
+            let opts = if bulk { opts.pragma("cache_size", format!("-{}", 256 * 1024)) } else { opts.pragma("temp_store", "memory") };
             let file = opts.get_filename().to_path_buf();
             // No ping before each use: a local file does not drop the
             // connection, and the ping cost a round trip to the
