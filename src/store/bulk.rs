@@ -29,7 +29,7 @@ impl Store {
     /// they are empty (SQLite). Returns how many; build them again with
     /// [`Store::build_deferred_indexes`].
     pub async fn defer_indexes(&self) -> Result<usize, StoreError> {
-        let Db::Sqlite(pool) = &self.db else { return Ok(0) };
+        let Db::Sqlite { readers: pool, .. } = &self.db else { return Ok(0) };
         let mut tx = self.begin_write(pool).await?;
         if sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM leads)").fetch_one(&mut *tx).await? {
             return Ok(0);
@@ -55,7 +55,7 @@ impl Store {
     /// not leave the tables without them for longer than until the next
     /// cadence command.
     pub async fn build_deferred_indexes(&self) -> Result<usize, StoreError> {
-        let Db::Sqlite(pool) = &self.db else { return Ok(0) };
+        let Db::Sqlite { readers: pool, .. } = &self.db else { return Ok(0) };
         // A plain read first: a read-only database opens without a write.
         let listed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deferred_indexes)").fetch_one(pool).await?;
         if !listed {

@@ -42,7 +42,7 @@ pub use tasks::{AwaitingReply, NewTask, OverdueTasks, QuietLead, TaskClose, Task
 macro_rules! dispatch {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite { readers: $pool, .. } => $body,
             $crate::store::Db::Pg($pool) => $body,
         }
     };
@@ -149,7 +149,10 @@ impl Backend for sqlx::Sqlite {
         Ok((last + 1..).take(n).collect())
     }
     fn writer(store: &Store) -> Option<&sqlx::Pool<Self>> {
-        store.sqlite_writer.as_ref()
+        match &store.db {
+            Db::Sqlite { writer, .. } => Some(writer),
+            Db::Pg(_) => None,
+        }
     }
 }
 impl Backend for sqlx::Postgres {
@@ -208,7 +211,15 @@ pub(crate) async fn reserve_ids<DB: Backend>(
 
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite {
+        readers: SqlitePool,
+        /// The one connection that write transactions use. SQLite keeps a
+        /// page cache per connection and empties it whenever another
+        /// connection has committed, so writes spread over the readers'
+        /// connections each began cold, re-reading their pages from the
+        /// file (dispatch: 38% fewer reads of the file, strace).
+        writer: SqlitePool,
+    },
     Pg(PgPool),
 }
 
@@ -233,14 +244,9 @@ pub struct Store {
     /// This process's identity for claims and leases.
     pub instance: String,
     /// Write transactions of this process take turns here (SQLite only; see
-    /// [`Store::begin_write`]).
+    /// [`Store::begin_write`]). The writer's pool of one would queue them
+    /// too, but its acquire gives up after 30 s.
     writers: Arc<tokio::sync::Mutex<()>>,
-    /// SQLite: the one connection that write transactions use. SQLite
-    /// keeps a page cache per connection and empties it whenever another
-    /// connection has committed, so writes spread over the pool's
-    /// connections each began cold, re-reading their pages from the file
-    /// (dispatch: 38% fewer reads of the file, strace).
-    sqlite_writer: Option<SqlitePool>,
     /// The latest fire of each cron job this process claimed or saw
     /// claimed (see [`Store::claim_cron_fire`]).
     cron_asked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
@@ -296,7 +302,6 @@ impl Store {
 
     async fn open_with(url: &str, bulk: bool) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { url: redact_url(url), source };
-        let mut sqlite_writer = None;
         let db = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url).map_err(open_err)?;
             // SQLite says only "unable to open" or "disk I/O error" when
@@ -340,13 +345,15 @@ impl Store {
             // connection, and the ping cost a round trip to the
             // connection's thread every time one was taken from the pool.
             let pool = |n| SqlitePoolOptions::new().max_connections(n).test_before_acquire(false).connect_with(opts.clone());
+            let lock = open_lock(&file).await;
             let readers = pool(8).await.map_err(&open_err)?;
-            migrate_sqlite(&readers, &file).await.map_err(|e| match e {
+            sqlx::migrate!("./migrations/sqlite").run(&readers).await.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(source) => open_err(source),
                 other => StoreError::Migrate(other),
             })?;
-            sqlite_writer = Some(pool(1).await.map_err(&open_err)?);
-            Db::Sqlite(readers)
+            let writer = pool(1).await.map_err(&open_err)?;
+            drop(lock);
+            Db::Sqlite { readers, writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
             let pool = PgPoolOptions::new()
@@ -361,7 +368,7 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         let instance = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
-        let store = Store { db, instance, writers: Arc::default(), sqlite_writer, cron_asked: Arc::default(), day_counts: Arc::default() };
+        let store = Store { db, instance, writers: Arc::default(), cron_asked: Arc::default(), day_counts: Arc::default() };
         // Only slower queries without them: a database that cannot be
         // written to (a read-only mount, a full disk) still opens.
         if let Err(e) = store.build_deferred_indexes().await {
@@ -381,7 +388,7 @@ impl Store {
     /// handler. PostgreSQL writers run in parallel and take no turn.
     pub(crate) async fn begin_write<DB: Backend>(&self, pool: &sqlx::Pool<DB>) -> Result<WriteTx<'static, DB>, sqlx::Error> {
         let turn = match self.db {
-            Db::Sqlite(_) => Some(self.writers.clone().lock_owned().await),
+            Db::Sqlite { .. } => Some(self.writers.clone().lock_owned().await),
             Db::Pg(_) => None,
         };
         let tx = DB::writer(self).unwrap_or(pool).begin_with(DB::BEGIN).await?;
@@ -399,10 +406,13 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(writer) = &self.sqlite_writer {
-            writer.close().await;
+        match &self.db {
+            Db::Sqlite { readers, writer } => {
+                writer.close().await;
+                readers.close().await;
+            }
+            Db::Pg(pool) => pool.close().await,
         }
-        dispatch!(self, pool => pool.close().await)
     }
 
     /// Copies SQLite's WAL into the database file and empties it, for a
@@ -413,33 +423,33 @@ impl Store {
     /// to its pool in a task of its own, so the last one may be closed
     /// after the process has exited.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        if let Db::Sqlite(pool) = &self.db {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+        if let Db::Sqlite { readers, .. } = &self.db {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(readers).await?;
         }
         Ok(())
     }
 }
 
-/// Runs the SQLite migrations under an exclusive lock on `FILE.migrate-lock`.
-/// sqlx's SQLite migrator takes no lock of its own, so two processes opening
-/// a new database at once (`cadence run` and a `cadence enroll` from the
-/// shell) could both apply the first migration. Where the lock file cannot
-/// be created (a read-only folder) the migration runs unlocked: it can then
-/// only be reading an already migrated database.
-async fn migrate_sqlite(pool: &SqlitePool, file: &std::path::Path) -> Result<(), sqlx::migrate::MigrateError> {
+/// An exclusive lock on `FILE.migrate-lock`, held while a process connects
+/// to a SQLite database and migrates it. Two processes opening a new
+/// database at once (`cadence run` and a `cadence enroll` from the shell)
+/// would otherwise both switch the new file to WAL, and SQLite refuses the
+/// second at once ("database is locked") instead of waiting; and sqlx's
+/// SQLite migrator takes no lock of its own, so both could apply the first
+/// migration. Where the lock file cannot be created (a read-only folder)
+/// the process goes on unlocked: it can then only be reading an already
+/// migrated database.
+async fn open_lock(file: &std::path::Path) -> Option<std::fs::File> {
     let mut lock_path = file.as_os_str().to_owned();
     lock_path.push(".migrate-lock");
-    let lock = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).ok()?;
         f.lock().ok()?;
         Some(f)
     })
     .await
     .ok()
-    .flatten();
-    let result = sqlx::migrate!("./migrations/sqlite").run(pool).await;
-    drop(lock);
-    result
+    .flatten()
 }
 
 fn hostname() -> String {
