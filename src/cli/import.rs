@@ -122,7 +122,7 @@ pub async fn import(cli: &Cli, a: &ImportArgs) -> CliResult {
     written?;
     built?;
     reading.await.map_err(|e| Failure::new(EXIT_FAILURE, format!("the CSV reader stopped: {e}")))?;
-    ctx.store.checkpoint().await?;
+    ctx.store.finish_bulk_write().await?;
     ctx.store.close().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();

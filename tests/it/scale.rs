@@ -64,6 +64,25 @@ fn three_daemons_share_3000_due_leads_and_send_each_once() {
     assert_eq!(p.sql("SELECT count(*) FROM sends WHERE state = 'sending'"), "0");
 }
 
+/// A claim's cost must not grow with the backlog: right after an import the
+/// daemon's claims read the due index in (next_at, id) order and stop at
+/// their limit, instead of reading and sorting every due row. That needs
+/// the index to end with the id (migration 0005) and the planner to know
+/// the imported rows (the import ends with ANALYZE).
+#[test]
+fn claims_right_after_an_import_read_the_due_index_in_order() {
+    let p = Project::on(Backend::Postgres, Opts::default());
+    import(&p, 2000, "q");
+    let analyzed = p.sql("SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL");
+    assert_eq!(analyzed, "enrollments,leads,touchpoints");
+    // The due query of Store::claim, its first page.
+    let plan = p.sql(
+        "EXPLAIN SELECT id FROM enrollments WHERE state = 'active' AND next_at IS NOT NULL AND next_at <= 9e15::int8 \
+         AND (next_at > -1 OR (next_at = -1 AND id > -1)) ORDER BY next_at, id LIMIT 256 FOR UPDATE SKIP LOCKED",
+    );
+    assert!(plan.contains("Index Scan using enrollments_due") && !plan.contains("Sort"), "{plan}");
+}
+
 #[test]
 fn a_daily_cap_holds_across_three_daemons() {
     let server = SmtpServer::start(SmtpOptions::default());
