@@ -67,7 +67,7 @@ fn three_daemons_share_3000_due_leads_and_send_each_once() {
 /// A claim's cost must not grow with the backlog: right after an import the
 /// daemon's claims read the due index in (next_at, id) order and stop at
 /// their limit, instead of reading and sorting every due row. That needs
-/// the index to end with the id (migration 0005) and the planner to know
+/// the index to end with the id (migration 0006) and the planner to know
 /// the imported rows (the import ends with ANALYZE).
 #[test]
 fn claims_right_after_an_import_read_the_due_index_in_order() {
