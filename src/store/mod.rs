@@ -432,8 +432,8 @@ impl Store {
     /// due, against 0.2 ms with the statistics).
     pub async fn finish_bulk_write(&self) -> Result<(), StoreError> {
         match &self.db {
-            Db::Sqlite { readers, .. } => drop(sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(readers).await?),
-            Db::Pg(pool) => drop(sqlx::query("ANALYZE leads, enrollments, touchpoints").execute(pool).await?),
+            Db::Sqlite { readers, .. } => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(readers).await.map(|_| ())?,
+            Db::Pg(pool) => sqlx::query("ANALYZE leads, enrollments, touchpoints").execute(pool).await.map(|_| ())?,
         }
         Ok(())
     }
