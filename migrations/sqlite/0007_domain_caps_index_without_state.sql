@@ -1,8 +1,9 @@
 -- A send's state changes when its outcome is recorded, and with the state
 -- in this index each outcome rewrote the index's page for its domain: a
--- group commit of 250 outcomes to 250 domains, 250 pages. A rep's sends
--- to one domain in one day are a handful, so the domain cap's count reads
--- their rows for the state instead. 100,000 emails to 5,000 domains, six
+-- group commit of 250 outcomes to 250 domains, 250 pages. The count this
+-- index serves is made only for a rep with a domain cap, whose sends to
+-- one domain in one day that cap keeps few: it reads their rows for the
+-- state instead. 100,000 emails to 5,000 domains, six
 -- alternating pairs: five faster, by 10% at the median. The rep's own day
 -- (sends_rep_time) keeps the state: its entries of a day lie together, so
 -- the change stays on a page the transaction writes anyway. PostgreSQL's

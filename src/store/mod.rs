@@ -429,7 +429,7 @@ impl Store {
     /// fills. Autovacuum does it only a minute or more later, and a daemon
     /// started meanwhile planned its claims for an empty table: every due
     /// row read and sorted for each claim of 256 (12 ms a claim at 20,000
-    /// due, against 0.2 ms with the statistics).
+    /// due; with the statistics it reads the due index in order, 0.2 ms).
     pub async fn finish_bulk_write(&self) -> Result<(), StoreError> {
         match &self.db {
             Db::Sqlite { readers, .. } => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(readers).await.map(|_| ())?,
