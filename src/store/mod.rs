@@ -414,29 +414,6 @@ impl Store {
             Db::Pg(pool) => pool.close().await,
         }
     }
-
-    /// Leaves the database ready for the daemon after a bulk write (an
-    /// import), just before this process exits.
-    ///
-    /// SQLite: copies the WAL into the database file and empties it;
-    /// otherwise the last WAL (hundreds of MB after an import) is left for
-    /// the next process to read through and checkpoint. Closing the pool
-    /// does not do it reliably (the WAL was left after half of the imports
-    /// tried): sqlx hands a connection back to its pool in a task of its
-    /// own, so the last one may be closed after the process has exited.
-    ///
-    /// PostgreSQL: gathers the planner's statistics of the tables an import
-    /// fills. Autovacuum does it only a minute or more later, and a daemon
-    /// started meanwhile planned its claims for an empty table: every due
-    /// row read and sorted for each claim of 256 (12 ms a claim at 20,000
-    /// due; with the statistics it reads the due index in order, 0.2 ms).
-    pub async fn finish_bulk_write(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Sqlite { readers, .. } => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(readers).await.map(|_| ())?,
-            Db::Pg(pool) => sqlx::query("ANALYZE leads, enrollments, touchpoints").execute(pool).await.map(|_| ())?,
-        }
-        Ok(())
-    }
 }
 
 /// An exclusive lock on `FILE.migrate-lock`, held while a process connects
